@@ -1,0 +1,1 @@
+"""cartd: a Windows kernel-debugging crash cart."""

@@ -1,0 +1,1 @@
+"""A simulated x64 Windows target, built on cartd.kd in TARGET role."""
