@@ -1,0 +1,1 @@
+"""The asyncio service: links, KD connections, control socket, shutdown."""

@@ -1,0 +1,999 @@
+"""The KD protocol in HOST role: what a debugger does at its end of the cable.
+
+Theory of operation
+-------------------
+`KdHost` is sans-I/O (architecture rule 1). Feed it bytes with `receive_data(data, now)`, send
+what `data_to_send()` returns, call `handle_timer(now)` when `get_timer()` passes, and read
+events with `next_event()`. Requests are queued with typed methods that return a token; the
+outcome arrives as `RequestCompleted(token, result)` or `RequestFailed(token, reason)`.
+
+Rules, from spec sections 3, 4 and 8:
+1. Every good data packet from the target is ACKed at once with its id less the sync bit.
+   Control packets are never ACKed. A repeat of the last id is ACKed again but not delivered.
+2. A packet with the sync bit means the target reset its ids: the host starts again at
+   INITIAL_PACKET_ID and forgets what it cached (TargetRebooted).
+3. Only one host data packet is outstanding. Requests go out only while the target is stopped.
+   A packet not ACKed in time is sent again unchanged; a request ACKed but never answered was
+   probably taken for a duplicate, so the host RESETs and sends it again. After `max_retries`
+   the request fails and the host RESETs to resynchronise.
+4. The host RESETs before its first request: a stop that arrives before the ids are known is
+   ACKed and held, a RESET goes out, and the target answers by sending the stop again.
+5. A corrupt data packet is answered with RESEND; every kind of noise is counted and reported.
+6. A stop is analysed before it is reported: for a STATUS_BREAKPOINT the host learns KDBG
+   (GetVersion, DebuggerDataList) and, when the PC is BreakpointWithStatus, reads RCX to tell a
+   break-in from a bugcheck, whose code and parameters come from KiBugCheckData (or, failing
+   that, from the "Fatal System Error" DbgPrint).
+7. If a Continue is never ACKed the host RESETs and assumes the target runs: a stopped target
+   answers the RESET by sending its stop again, which the host then reports once more only if it
+   differs from the stop it had.
+
+Requests are generator "plans": a plan yields one DBGKD_MANIPULATE_STATE64 request at a time and
+receives the reply (None for requests that have none), so a large read or a whole analysis is a
+short loop instead of a chain of callbacks.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from enum import Enum
+
+from cartd.kd.bugcheck import (
+    KI_BUGCHECK_DATA_SIZE,
+    FatalSystemErrorScanner,
+    recover_bugcheck,
+)
+from cartd.kd.bugcheck_codes import BugcheckInfo
+from cartd.kd.constants import (
+    BREAKIN_BYTE,
+    CONTROL_PACKET_ID,
+    INITIAL_PACKET_ID,
+    MAX_MANIPULATE_DATA,
+    PACKET_MAX_SIZE,
+    SYNC_PACKET_ID,
+    DebugIoApi,
+    ManipulateApi,
+    NtStatus,
+    PacketType,
+)
+from cartd.kd.context import CONTEXT_FULL, Amd64Register, read_register, with_register
+from cartd.kd.debug_io import get_string_reply_message, pull_debug_io, push_debug_io
+from cartd.kd.debugger_data import (
+    KDBG_HEADER_SIZE,
+    DebuggerData,
+    KdbgError,
+    pull_debugger_data,
+    pull_kdbg_header,
+)
+from cartd.kd.errors import KdDecodeError, KdUsageError
+from cartd.kd.events import (
+    DebugPrint,
+    FileIoRefused,
+    HostEvent,
+    MemoryRead,
+    MemoryWritten,
+    PromptReceived,
+    ProtocolNoise,
+    RequestCompleted,
+    RequestFailed,
+    StateChanged,
+    TargetRebooted,
+    TargetRunning,
+    TraceReceived,
+)
+from cartd.kd.file_io import no_such_file_reply, pull_file_io
+from cartd.kd.framing import (
+    BreakInByte,
+    DecoderEvent,
+    KdPacket,
+    NoiseDetected,
+    NoiseKind,
+    PacketDecoded,
+    PacketDecoder,
+    encode_control_packet,
+    encode_data_packet,
+)
+from cartd.kd.manipulate import (
+    ContextEx,
+    Continue,
+    GetContext,
+    GetVersion,
+    ManipulateMessage,
+    Msr,
+    RawUnion,
+    ReadMemory,
+    RestoreBreakpoint,
+    SetContext,
+    WriteBreakpoint,
+    pull_manipulate,
+    push_manipulate,
+)
+from cartd.kd.state_change import ExceptionRecord, StateChangeMessage, pull_state_change
+from cartd.kd.stops import StopReason, choose_continue_status, classify_stop, needs_pc_skip
+
+# Requests whose effect is that the target leaves the debugger; they have no reply.
+_RESUMING_APIS = frozenset(
+    {
+        ManipulateApi.CONTINUE,
+        ManipulateApi.CONTINUE2,
+        ManipulateApi.REBOOT,
+        ManipulateApi.CAUSE_BUGCHECK,
+    }
+)
+
+
+class TargetState(Enum):
+    UNKNOWN = "unknown"  # nothing heard yet
+    RUNNING = "running"
+    STOPPED = "stopped"  # a stop was reported; requests may be queued
+    RESUMING = "resuming"  # a Continue/Reboot is on its way
+
+
+class RequestError(Exception):
+    """Thrown into a plan when one of its requests fails; becomes RequestFailed."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+Plan = Generator[ManipulateMessage, ManipulateMessage | None, object]
+
+
+@dataclass(slots=True)
+class _Operation:
+    token: int
+    plan: Plan
+    pending: ManipulateMessage | None = None
+    # Internal operations (stop analysis) report through `on_done` instead of events.
+    on_done: Callable[[object], None] | None = None
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """The one host data packet that waits for its ACK (and maybe its reply)."""
+
+    packet_type: int
+    payload: bytes
+    packet_id: int
+    wire: bytes
+    api: int | None  # ApiNumber for manipulate requests, None for prompt/file replies
+    expects_reply: bool
+    deadline: float
+    retries_left: int
+    acked: bool = False
+    operation: _Operation | None = None
+
+
+@dataclass(slots=True)
+class _Tuning:
+    ack_timeout: float
+    reply_timeout: float
+    max_retries: int
+    reset_interval: float
+    seconds_per_byte: float
+    max_transfer: int
+
+
+@dataclass(slots=True)
+class _Held:
+    """A stop received before the packet ids were known (rule 4)."""
+
+    packet: KdPacket
+    deadline: float
+    resets_left: int
+
+
+class KdHost:
+    """KD HOST role over a byte stream (serial, or KDNET once decrypted)."""
+
+    def __init__(
+        self,
+        *,
+        ack_timeout: float = 1.0,
+        reply_timeout: float = 3.0,
+        max_retries: int = 5,
+        reset_interval: float = 1.0,
+        seconds_per_byte: float = 0.0,
+        max_transfer: int = MAX_MANIPULATE_DATA,
+        analyse_stops: bool = True,
+    ) -> None:
+        """`seconds_per_byte` is the line's transmission time per byte (10/baud on serial), so
+        deadlines stretch with packet size; `max_transfer` caps one read (3944 on serial)."""
+        if not 0 < max_transfer <= MAX_MANIPULATE_DATA:
+            raise KdUsageError(f"max_transfer must be 1..{MAX_MANIPULATE_DATA}")
+        self._tuning = _Tuning(
+            ack_timeout,
+            reply_timeout,
+            max_retries,
+            reset_interval,
+            seconds_per_byte,
+            max_transfer,
+        )
+        self._analyse_stops = analyse_stops
+        self._decoder = PacketDecoder()
+        self._events: deque[HostEvent] = deque()
+        self._out = bytearray()
+        self.noise_counters: dict[str, int] = {}
+
+        self._next_id = INITIAL_PACKET_ID
+        self._last_target_id: int | None = None
+        self._ids_known = False
+        self._heard_target = False
+        self._connect_deadline: float | None = None
+        self._held: _Held | None = None
+
+        self.state = TargetState.UNKNOWN
+        self._stop: StateChangeMessage | None = None
+        self._stop_reported = False
+        self._in_flight: _InFlight | None = None
+        self._operations: deque[_Operation] = deque()
+        # Prompt and FILE_IO replies: the target waits for them, so they go before requests.
+        self._replies: deque[tuple[int, bytes]] = deque()
+        self._next_token = 1
+        self._planted: set[int] = set()
+        self._break_in_requested = False
+
+        self.version: GetVersion | None = None
+        self.debugger_data: DebuggerData | None = None
+        self._fatal_scanner = FatalSystemErrorScanner()
+        self._fatal_print: BugcheckInfo | None = None
+
+    # ------------------------------------------------------------------ I/O surface
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        self._handle_decoder_events(self._decoder.receive_data(data, now), now)
+        self._pump(now)
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def next_event(self) -> HostEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        deadlines = [self._decoder.get_timer(), self._connect_deadline]
+        if self._in_flight is not None:
+            deadlines.append(self._in_flight.deadline)
+        if self._held is not None:
+            deadlines.append(self._held.deadline)
+        present = [d for d in deadlines if d is not None]
+        return min(present) if present else None
+
+    def handle_timer(self, now: float) -> None:
+        self._handle_decoder_events(self._decoder.handle_timer(now), now)
+        if self._connect_deadline is not None and now >= self._connect_deadline:
+            self._send_control(PacketType.KD_RESET)
+            self._connect_deadline = now + self._tuning.reset_interval
+        if self._held is not None and now >= self._held.deadline:
+            self._held_timeout(now)
+        flight = self._in_flight
+        if flight is not None and now >= flight.deadline:
+            self._flight_timeout(flight, now)
+        self._pump(now)
+
+    # ------------------------------------------------------------------ commands
+
+    def connect(self, now: float, *, break_in: bool = False) -> None:
+        """Start talking to a target in an unknown state: RESET now and about once a second
+        until the target is heard (as WinDbg does); optionally send a break-in first."""
+        if break_in:
+            self.break_in()
+        self._send_control(PacketType.KD_RESET)
+        self._connect_deadline = now + self._tuning.reset_interval
+
+    def break_in(self) -> None:
+        """Send the break-in byte. A stopped target would remember it as a pending Ctrl-C and
+        stop again right after the next continue, so that is refused."""
+        if self.state in (TargetState.STOPPED, TargetState.RESUMING):
+            raise KdUsageError("the target is stopped; break-in is only for a running target")
+        self._break_in_requested = True
+        self._out.append(BREAKIN_BYTE)
+
+    def answer_prompt(self, text: bytes, now: float) -> None:
+        """Answer a PromptReceived (DbgPrompt) with `text` (an empty line is b"")."""
+        payload = push_debug_io(get_string_reply_message(text))
+        self._replies.append((PacketType.KD_DEBUG_IO, payload))
+        self._pump(now)
+
+    @property
+    def stop(self) -> StateChangeMessage | None:
+        """The stop the target is in, once reported; None while running."""
+        return self._stop if self._stop_reported else None
+
+    @property
+    def planted_breakpoints(self) -> frozenset[int]:
+        return frozenset(self._planted)
+
+    # Typed requests. Each returns a token; the result comes as RequestCompleted.
+
+    def get_version(self, *, now: float) -> int:
+        return self._submit(self._plan_get_version(), now)
+
+    def read_virtual_memory(self, address: int, size: int, *, now: float) -> int:
+        return self._submit(
+            self._plan_read(ManipulateApi.READ_VIRTUAL_MEMORY, address, size, 0), now
+        )
+
+    def read_physical_memory(self, address: int, size: int, *, caching: int = 0, now: float) -> int:
+        """`caching`: 0 default, 1 cached, 2 uncached, 3 write-combined."""
+        return self._submit(
+            self._plan_read(ManipulateApi.READ_PHYSICAL_MEMORY, address, size, caching), now
+        )
+
+    def read_control_space(
+        self, address: int, size: int, *, processor: int | None = None, now: float
+    ) -> int:
+        """AMD64 control space: 0 KPCR, 1 KPRCB, 2 KSPECIAL_REGISTERS, 3 KTHREAD."""
+        return self._submit(
+            self._plan_read(ManipulateApi.READ_CONTROL_SPACE, address, size, 0, processor), now
+        )
+
+    def write_virtual_memory(self, address: int, data: bytes, *, now: float) -> int:
+        return self._submit(
+            self._plan_write(ManipulateApi.WRITE_VIRTUAL_MEMORY, address, data), now
+        )
+
+    def write_physical_memory(self, address: int, data: bytes, *, now: float) -> int:
+        return self._submit(
+            self._plan_write(ManipulateApi.WRITE_PHYSICAL_MEMORY, address, data), now
+        )
+
+    def get_context(self, *, processor: int | None = None, now: float) -> int:
+        return self._submit(self._plan_get_context(processor), now)
+
+    def get_context_ex(
+        self, offset: int, size: int, *, processor: int | None = None, now: float
+    ) -> int:
+        return self._submit(self._plan_get_context_ex(offset, size, processor), now)
+
+    def set_context(
+        self,
+        context: bytes,
+        *,
+        flags: int = CONTEXT_FULL,
+        processor: int | None = None,
+        now: float,
+    ) -> int:
+        return self._submit(self._plan_set_context(context, flags, processor), now)
+
+    def write_breakpoint(self, address: int, *, now: float) -> int:
+        return self._submit(self._plan_write_breakpoint(address), now)
+
+    def restore_breakpoint(self, handle: int, *, now: float) -> int:
+        return self._submit(self._plan_restore_breakpoint(handle), now)
+
+    def read_msr(self, msr: int, *, now: float) -> int:
+        return self._submit(self._plan_msr(ManipulateApi.READ_MSR, msr, 0), now)
+
+    def write_msr(self, msr: int, value: int, *, now: float) -> int:
+        return self._submit(self._plan_msr(ManipulateApi.WRITE_MSR, msr, value), now)
+
+    def resume(self, *, status: int | None = None, now: float) -> int:
+        """Leave the stop the right way: step RIP past a hard-coded int3 (spec 4.2), then
+        Continue with `status` or the policy's choice. Result: the status used."""
+        stop = self._require_stopped()
+        token = self._submit(self._plan_resume(stop, status), now)
+        self.state = TargetState.RESUMING
+        return token
+
+    def reboot(self, *, now: float) -> int:
+        self._require_stopped()
+        token = self._submit(self._plan_single(self._message(ManipulateApi.REBOOT)), now)
+        self.state = TargetState.RESUMING
+        return token
+
+    def cause_bugcheck(self, *, now: float) -> int:
+        """DbgKdCauseBugCheckApi: the target bugchecks with MANUALLY_INITIATED_CRASH (0xE2)."""
+        self._require_stopped()
+        message = self._message(ManipulateApi.CAUSE_BUGCHECK)
+        token = self._submit(self._plan_single(message), now)
+        self.state = TargetState.RESUMING
+        return token
+
+    def request(self, message: ManipulateMessage, *, now: float) -> int:
+        """Send any manipulate request as is; the result is the decoded reply (or None for
+        the APIs that have no reply). ReturnStatus is not checked."""
+        if message.api in _RESUMING_APIS:
+            self._require_stopped()
+            token = self._submit(self._plan_raw(message), now)
+            self.state = TargetState.RESUMING
+            return token
+        return self._submit(self._plan_raw(message), now)
+
+    # ------------------------------------------------------------------ plans
+
+    def _message(
+        self, api: int, body: object = None, data: bytes = b"", processor: int | None = None
+    ) -> ManipulateMessage:
+        if processor is None:
+            processor = self._stop.processor if self._stop is not None else 0
+        return ManipulateMessage(
+            api=api,
+            processor_level=self._stop.processor_level if self._stop is not None else 0,
+            processor=processor,
+            return_status=0,
+            body=body if body is not None else RawUnion(data=bytes(0x28)),  # type: ignore[arg-type]
+            data=data,
+        )
+
+    def _exchange(
+        self, message: ManipulateMessage
+    ) -> Generator[ManipulateMessage, ManipulateMessage | None, ManipulateMessage]:
+        """Send one request and return its reply, failing on a bad ReturnStatus."""
+        reply = yield message
+        assert reply is not None
+        if reply.return_status != NtStatus.SUCCESS:
+            raise RequestError(
+                f"target returned {reply.return_status:#010x} for {_api_name(message.api)}",
+                reply.return_status,
+            )
+        return reply
+
+    def _plan_single(self, message: ManipulateMessage) -> Plan:
+        yield message
+        return None
+
+    def _plan_raw(self, message: ManipulateMessage) -> Plan:
+        reply = yield message
+        return reply
+
+    def _plan_get_version(self) -> Plan:
+        reply = yield from self._exchange(self._message(ManipulateApi.GET_VERSION))
+        if not isinstance(reply.body, GetVersion):
+            raise RequestError("GetVersion reply has no version body")
+        self.version = reply.body
+        return reply.body
+
+    def _plan_read(
+        self, api: int, address: int, size: int, flags: int, processor: int | None = None
+    ) -> Plan:
+        data = bytearray()
+        status: int = NtStatus.SUCCESS
+        while len(data) < size:
+            count = min(size - len(data), self._tuning.max_transfer)
+            where = address + len(data)
+            body = ReadMemory(address=where, transfer_count=count, actual_bytes=flags)
+            reply = yield self._message(api, body, processor=processor)
+            assert reply is not None
+            status = reply.return_status
+            actual = reply.body.actual_bytes if isinstance(reply.body, ReadMemory) else 0
+            chunk = reply.data[: min(actual, count)]
+            data += chunk
+            if len(chunk) < count:
+                break  # partial: a page boundary or an unmapped page ends the read here
+        return MemoryRead(address=address, requested=size, data=bytes(data), status=status)
+
+    def _plan_write(self, api: int, address: int, data: bytes) -> Plan:
+        written = 0
+        while written < len(data):
+            chunk = data[written : written + self._tuning.max_transfer]
+            body = ReadMemory(address=address + written, transfer_count=len(chunk), actual_bytes=0)
+            reply = yield self._message(api, body, chunk)
+            assert reply is not None
+            actual = reply.body.actual_bytes if isinstance(reply.body, ReadMemory) else 0
+            written += min(actual, len(chunk))
+            if reply.return_status != NtStatus.SUCCESS or actual < len(chunk):
+                break
+        return MemoryWritten(address=address, requested=len(data), written=written)
+
+    def _plan_get_context(self, processor: int | None) -> Plan:
+        reply = yield from self._exchange(
+            self._message(ManipulateApi.GET_CONTEXT, GetContext(), processor=processor)
+        )
+        return reply.data
+
+    def _plan_get_context_ex(self, offset: int, size: int, processor: int | None) -> Plan:
+        body = ContextEx(offset=offset, byte_count=size, bytes_copied=0)
+        reply = yield from self._exchange(
+            self._message(ManipulateApi.GET_CONTEXT_EX, body, processor=processor)
+        )
+        return reply.data
+
+    def _plan_set_context(self, context: bytes, flags: int, processor: int | None) -> Plan:
+        yield from self._exchange(
+            self._message(
+                ManipulateApi.SET_CONTEXT, SetContext(context_flags=flags), context, processor
+            )
+        )
+        return None
+
+    def _plan_write_breakpoint(self, address: int) -> Plan:
+        reply = yield from self._exchange(
+            self._message(
+                ManipulateApi.WRITE_BREAKPOINT, WriteBreakpoint(address=address, handle=0)
+            )
+        )
+        self._planted.add(address)
+        handle = reply.body.handle if isinstance(reply.body, WriteBreakpoint) else 0
+        return handle
+
+    def _plan_restore_breakpoint(self, handle: int) -> Plan:
+        yield from self._exchange(
+            self._message(ManipulateApi.RESTORE_BREAKPOINT, RestoreBreakpoint(handle=handle))
+        )
+        return None
+
+    def _plan_msr(self, api: int, msr: int, value: int) -> Plan:
+        reply = yield from self._exchange(self._message(api, Msr(msr=msr, value=value)))
+        return reply.body.value if isinstance(reply.body, Msr) else 0
+
+    def _plan_resume(self, stop: StateChangeMessage, status: int | None) -> Plan:
+        if needs_pc_skip(stop, frozenset(self._planted)):
+            context = yield from self._plan_get_context_data(stop.processor)
+            rip = read_register(context, Amd64Register.RIP)
+            yield from self._exchange(
+                self._message(
+                    ManipulateApi.SET_CONTEXT,
+                    SetContext(context_flags=CONTEXT_FULL),
+                    with_register(context, Amd64Register.RIP, rip + 1),
+                )
+            )
+        chosen = choose_continue_status(stop) if status is None else status
+        yield self._message(ManipulateApi.CONTINUE, Continue(status=chosen))
+        return chosen
+
+    def _plan_get_context_data(
+        self, processor: int
+    ) -> Generator[ManipulateMessage, ManipulateMessage | None, bytes]:
+        reply = yield from self._exchange(
+            self._message(ManipulateApi.GET_CONTEXT, GetContext(), processor=processor)
+        )
+        return reply.data
+
+    def _plan_debugger_data(
+        self,
+    ) -> Generator[ManipulateMessage, ManipulateMessage | None, DebuggerData | None]:
+        """Learn KDBG once per boot (spec section 8 steps 1-2). None if the target has none
+        yet (a boot debugger reports DebuggerDataList = 0)."""
+        if self.debugger_data is not None:
+            return self.debugger_data
+        if self.version is None:
+            reply = yield from self._exchange(self._message(ManipulateApi.GET_VERSION))
+            if isinstance(reply.body, GetVersion):
+                self.version = reply.body
+        if self.version is None or not self.version.debugger_data_list:
+            return None
+        head = yield from self._read_exact(self.version.debugger_data_list, 8)
+        (flink,) = struct.unpack("<Q", head)
+        header = yield from self._read_exact(flink, KDBG_HEADER_SIZE)
+        size = pull_kdbg_header(header)
+        block = yield from self._read_exact(flink, size)
+        self.debugger_data = pull_debugger_data(block, address=flink)
+        return self.debugger_data
+
+    def _read_exact(
+        self, address: int, size: int
+    ) -> Generator[ManipulateMessage, ManipulateMessage | None, bytes]:
+        result = yield from self._plan_read(ManipulateApi.READ_VIRTUAL_MEMORY, address, size, 0)
+        assert isinstance(result, MemoryRead)
+        if not result.complete:
+            raise RequestError(
+                f"could read only {len(result.data)} of {size} bytes at {address:#x}"
+            )
+        return result.data
+
+    def _plan_analyse(self, stop: StateChangeMessage) -> Plan:
+        """Rule 6: turn a raw stop into a StateChanged with its reason (and bugcheck)."""
+        reason = classify_stop(stop)
+        bugcheck: BugcheckInfo | None = None
+        if reason is StopReason.BREAKPOINT and self._analyse_stops:
+            try:
+                kdbg = yield from self._plan_debugger_data()
+                if kdbg is not None and stop.program_counter == kdbg.breakpoint_with_status:
+                    context = yield from self._plan_get_context_data(stop.processor)
+                    reason = classify_stop(
+                        stop,
+                        breakpoint_with_status=kdbg.breakpoint_with_status,
+                        status_argument=read_register(context, Amd64Register.RCX),
+                    )
+                    if reason.is_bugcheck:
+                        bugcheck = yield from self._plan_bugcheck(kdbg)
+            except (RequestError, KdbgError, KdDecodeError):
+                pass  # report the stop with what we know; the session may look again
+            if reason is StopReason.BREAKPOINT and self._break_in_requested:
+                reason = StopReason.BREAK_IN
+        self._break_in_requested = False
+        return StateChanged(
+            message=stop,
+            reason=reason,
+            first_chance=stop.body.first_chance if isinstance(stop.body, ExceptionRecord) else True,
+            bugcheck=bugcheck,
+        )
+
+    def _plan_bugcheck(
+        self, kdbg: DebuggerData
+    ) -> Generator[ManipulateMessage, ManipulateMessage | None, BugcheckInfo | None]:
+        fallback, self._fatal_print = self._fatal_print, None
+        raw: bytes | None = None
+        if kdbg.ki_bugcheck_data:
+            read = yield from self._plan_read(
+                ManipulateApi.READ_VIRTUAL_MEMORY, kdbg.ki_bugcheck_data, KI_BUGCHECK_DATA_SIZE, 0
+            )
+            assert isinstance(read, MemoryRead)
+            raw = read.data
+        return recover_bugcheck(kdbg=kdbg, ki_bugcheck_raw=raw, fatal_print=fallback)
+
+    # ------------------------------------------------------------------ request machinery
+
+    def _require_stopped(self) -> StateChangeMessage:
+        if self.state is not TargetState.STOPPED or self._stop is None:
+            raise KdUsageError(f"the target is {self.state.value}; requests need a stopped target")
+        return self._stop
+
+    def _submit(self, plan: Plan, now: float) -> int:
+        self._require_stopped()
+        token = self._next_token
+        self._next_token += 1
+        operation = _Operation(token, plan)
+        if self._start_operation(operation):
+            self._operations.append(operation)
+        self._pump(now)
+        return token
+
+    def _start_operation(self, operation: _Operation) -> bool:
+        """Prime a plan; False if it finished without sending anything."""
+        try:
+            operation.pending = next(operation.plan)
+        except StopIteration as done:
+            self._finish(operation, done.value)
+            return False
+        return True
+
+    def _finish(self, operation: _Operation, result: object) -> None:
+        if operation.on_done is not None:
+            operation.on_done(result)
+        else:
+            self._events.append(RequestCompleted(token=operation.token, result=result))
+
+    def _fail(self, operation: _Operation, error: RequestError) -> None:
+        """Throw the failure into the plan; it may recover and continue."""
+        try:
+            operation.pending = operation.plan.throw(error)
+        except StopIteration as done:
+            self._finish(operation, done.value)
+        except RequestError as final:
+            if operation.on_done is not None:
+                operation.on_done(None)
+            else:
+                self._events.append(
+                    RequestFailed(token=operation.token, reason=final.reason, status=final.status)
+                )
+        else:
+            self._operations.appendleft(operation)
+
+    def _advance(self, operation: _Operation, reply: ManipulateMessage | None) -> None:
+        try:
+            operation.pending = operation.plan.send(reply)
+        except StopIteration as done:
+            self._finish(operation, done.value)
+        except RequestError as error:
+            if operation.on_done is not None:
+                operation.on_done(None)
+            else:
+                self._events.append(
+                    RequestFailed(token=operation.token, reason=error.reason, status=error.status)
+                )
+        else:
+            self._operations.appendleft(operation)
+
+    def _pump(self, now: float) -> None:
+        """Put the next host data packet on the wire if none is outstanding."""
+        if self._in_flight is not None:
+            return
+        if self._replies:
+            packet_type, payload = self._replies.popleft()
+            self._send_data(packet_type, payload, None, False, None, now)
+            return
+        if self.state not in (TargetState.STOPPED, TargetState.RESUMING) or not self._ids_known:
+            return
+        while self._operations:
+            operation = self._operations.popleft()
+            message = operation.pending
+            if message is None:
+                continue
+            operation.pending = None
+            expects_reply = message.api not in _RESUMING_APIS
+            self._send_data(
+                PacketType.KD_STATE_MANIPULATE,
+                push_manipulate(message),
+                message.api,
+                expects_reply,
+                operation,
+                now,
+            )
+            return
+
+    def _send_data(
+        self,
+        packet_type: int,
+        payload: bytes,
+        api: int | None,
+        expects_reply: bool,
+        operation: _Operation | None,
+        now: float,
+    ) -> None:
+        wire = encode_data_packet(packet_type, self._next_id, payload)
+        self._in_flight = _InFlight(
+            packet_type=packet_type,
+            payload=payload,
+            packet_id=self._next_id,
+            wire=wire,
+            api=api,
+            expects_reply=expects_reply,
+            deadline=self._ack_deadline(len(wire), now),
+            retries_left=self._tuning.max_retries,
+            operation=operation,
+        )
+        self._out += wire
+
+    def _ack_deadline(self, size: int, now: float) -> float:
+        return now + self._tuning.ack_timeout + size * self._tuning.seconds_per_byte
+
+    def _retransmit(self, flight: _InFlight, now: float) -> None:
+        if flight.packet_id != self._next_id:  # ids were reset meanwhile
+            flight.packet_id = self._next_id
+            flight.wire = encode_data_packet(flight.packet_type, flight.packet_id, flight.payload)
+        flight.acked = False
+        flight.deadline = self._ack_deadline(len(flight.wire), now)
+        self._out += flight.wire
+        self._count("retransmission")
+
+    def _flight_timeout(self, flight: _InFlight, now: float) -> None:
+        flight.retries_left -= 1
+        if flight.retries_left > 0:
+            if flight.acked:
+                # Rule 3: ACKed but never answered: the target took it for a duplicate.
+                self._count("reply_timeout")
+                self._send_control(PacketType.KD_RESET)
+                self._next_id = INITIAL_PACKET_ID
+            else:
+                self._count("ack_timeout")
+            self._retransmit(flight, now)
+            return
+        self._in_flight = None
+        self._send_control(PacketType.KD_RESET)
+        self._next_id = INITIAL_PACKET_ID
+        operation = flight.operation
+        if flight.api in _RESUMING_APIS and operation is not None:
+            # Rule 7: a target that runs no longer reads the line; assume it runs.
+            self._resumed(flight, operation)
+            return
+        if operation is not None:
+            self._fail(
+                operation,
+                RequestError(
+                    f"no {'reply' if flight.acked else 'acknowledgement'} to "
+                    f"{_api_name(flight.api)} after {self._tuning.max_retries} tries"
+                ),
+            )
+
+    def _flight_acked(self, flight: _InFlight, now: float) -> None:
+        self._next_id ^= 1
+        flight.acked = True
+        if flight.expects_reply:
+            flight.deadline = (
+                now + self._tuning.reply_timeout + PACKET_MAX_SIZE * self._tuning.seconds_per_byte
+            )
+            return
+        self._in_flight = None
+        operation = flight.operation
+        if operation is not None and flight.api in _RESUMING_APIS:
+            self._resumed(flight, operation)
+
+    def _resumed(self, flight: _InFlight, operation: _Operation) -> None:
+        self.state = TargetState.RUNNING
+        self._stop = None
+        self._stop_reported = False
+        self._events.append(TargetRunning())
+        self._advance(operation, None)
+        # Whatever else was queued was meant for the stop that just ended.
+        for stale in self._operations:
+            self._fail_final(stale, "the target resumed before this request was sent")
+        self._operations.clear()
+
+    def _fail_final(self, operation: _Operation, reason: str) -> None:
+        operation.plan.close()
+        if operation.on_done is not None:
+            operation.on_done(None)
+        else:
+            self._events.append(RequestFailed(token=operation.token, reason=reason))
+
+    # ------------------------------------------------------------------ incoming packets
+
+    def _handle_decoder_events(self, events: list[DecoderEvent], now: float) -> None:
+        resend_sent = False
+        for event in events:
+            if isinstance(event, PacketDecoded):
+                self._on_packet(event.packet, now)
+            elif isinstance(event, NoiseDetected):
+                self._count(event.kind.value, event.size)
+                if event.kind is not NoiseKind.GARBAGE and not resend_sent:
+                    # Rule 5: a damaged data packet: ask for it again.
+                    self._send_control(PacketType.KD_RESEND)
+                    resend_sent = True
+            elif isinstance(event, BreakInByte):
+                self._count(NoiseKind.GARBAGE.value)
+
+    def _on_packet(self, packet: KdPacket, now: float) -> None:
+        self._connect_deadline = None
+        if packet.is_control:
+            self._on_control(packet, now)
+            return
+        first_contact = not self._heard_target
+        self._heard_target = True
+        packet_id = packet.packet_id & ~SYNC_PACKET_ID
+        self._send_control(PacketType.KD_ACKNOWLEDGE, packet_id)
+        if packet.packet_id & SYNC_PACKET_ID:
+            self._on_sync(announce=not first_contact)
+        elif packet_id == self._last_target_id:
+            self._count("duplicate")
+            return
+        self._last_target_id = packet_id
+        self._dispatch(packet, now)
+
+    def _on_control(self, packet: KdPacket, now: float) -> None:
+        flight = self._in_flight
+        if packet.packet_type == PacketType.KD_ACKNOWLEDGE:
+            if flight is not None and not flight.acked and packet.packet_id == flight.packet_id:
+                self._flight_acked(flight, now)
+            else:
+                self._count("stray_ack")
+        elif packet.packet_type == PacketType.KD_RESEND:
+            self._count("resend_requested")
+            if flight is not None and not flight.acked:
+                self._retransmit(flight, now)
+        elif packet.packet_type == PacketType.KD_RESET:
+            self._next_id = INITIAL_PACKET_ID
+            self._last_target_id = None
+            self._ids_known = True
+            self._held = None  # the target sends the held stop again
+            if flight is not None:
+                self._retransmit(flight, now)
+
+    def _on_sync(self, *, announce: bool) -> None:
+        self._next_id = INITIAL_PACKET_ID
+        self._last_target_id = None
+        self._ids_known = True
+        self._held = None
+        if announce:
+            self.version = None
+            self.debugger_data = None
+            self._planted.clear()
+            self._abandon_all("the target rebooted")
+            self.state = TargetState.RUNNING
+            self._stop = None
+            self._stop_reported = False
+            self._events.append(TargetRebooted())
+
+    def _abandon_all(self, reason: str) -> None:
+        flight, self._in_flight = self._in_flight, None
+        if flight is not None and flight.operation is not None:
+            self._fail_final(flight.operation, reason)
+        for operation in self._operations:
+            self._fail_final(operation, reason)
+        self._operations.clear()
+
+    def _dispatch(self, packet: KdPacket, now: float) -> None:
+        kind = packet.packet_type
+        try:
+            if kind == PacketType.KD_STATE_MANIPULATE:
+                self._on_reply(pull_manipulate(packet.payload), now)
+            elif kind == PacketType.KD_STATE_CHANGE64:
+                self._on_state_change(packet, now)
+            elif kind == PacketType.KD_DEBUG_IO:
+                self._on_debug_io(packet.payload, now)
+            elif kind == PacketType.KD_FILE_IO:
+                request = pull_file_io(packet.payload)
+                self._replies.append((PacketType.KD_FILE_IO, no_such_file_reply(request)))
+                self._events.append(
+                    FileIoRefused(api=request.api, file_name=request.file_name or "")
+                )
+            elif kind in (PacketType.KD_TRACE_IO, PacketType.KD_CONTROL_REQUEST):
+                self._events.append(TraceReceived(packet_type=kind, payload=packet.payload))
+            else:
+                self._count("unsupported_packet")
+        except KdDecodeError:
+            self._count("undecodable_packet")
+
+    def _on_debug_io(self, payload: bytes, now: float) -> None:
+        message = pull_debug_io(payload)
+        if self.state is TargetState.UNKNOWN:
+            self.state = TargetState.RUNNING
+        if message.api == DebugIoApi.PRINT_STRING:
+            self._events.append(DebugPrint(data=message.string, processor=message.processor))
+            found = self._fatal_scanner.feed(message.string.decode("latin-1"))
+            if found is not None:
+                self._fatal_print = found
+        elif message.api == DebugIoApi.GET_STRING:
+            self._events.append(
+                PromptReceived(
+                    prompt=message.string,
+                    max_length=message.length_of_string_read,
+                    processor=message.processor,
+                )
+            )
+        else:
+            self._count("unsupported_packet")
+
+    def _on_reply(self, reply: ManipulateMessage, now: float) -> None:
+        flight = self._in_flight
+        if flight is None or not flight.expects_reply or flight.api != reply.api:
+            self._count("unexpected_reply")
+            return
+        if not flight.acked:
+            self._next_id ^= 1  # the reply proves the request arrived (rizin's rule)
+        self._in_flight = None
+        if flight.operation is not None:
+            self._advance(flight.operation, reply)
+
+    def _on_state_change(self, packet: KdPacket, now: float) -> None:
+        if not self._ids_known:
+            # Rule 4: hold it, RESET; the target answers and sends the stop again.
+            self._held = _Held(packet, self._ack_deadline(16, now), self._tuning.max_retries)
+            self._send_control(PacketType.KD_RESET)
+            return
+        stop = pull_state_change(packet.payload)
+        if self._stop is not None and stop == self._stop:
+            # The target re-sent the stop it is in (it answered a RESET or RESEND): whatever
+            # request was on the way was dropped by it, so send that again.
+            self._count("stop_repeated")
+            flight = self._in_flight
+            if flight is not None:
+                self._retransmit(flight, now)
+            return
+        flight = self._in_flight
+        if flight is not None and flight.api in _RESUMING_APIS and flight.operation is not None:
+            # The Continue's ACK was lost but the target ran and stopped again (rule 7).
+            self._in_flight = None
+            self._resumed(flight, flight.operation)
+        elif self._stop is not None:
+            self._abandon_all("the target reported a new stop")
+        self.state = TargetState.STOPPED
+        self._stop = stop
+        self._stop_reported = False
+        operation = _Operation(0, self._plan_analyse(stop), on_done=self._analysis_done)
+        if self._start_operation(operation):
+            self._operations.appendleft(operation)
+
+    def _analysis_done(self, result: object) -> None:
+        if isinstance(result, StateChanged):
+            self._stop_reported = True
+            self._events.append(result)
+
+    def _held_timeout(self, now: float) -> None:
+        held = self._held
+        assert held is not None
+        held.resets_left -= 1
+        if held.resets_left > 0:
+            self._send_control(PacketType.KD_RESET)
+            held.deadline = self._ack_deadline(16, now)
+            return
+        # The target never answered; go on with the stop and guess the initial id.
+        self._held = None
+        self._ids_known = True
+        self._count("reset_unanswered")
+        self._on_state_change(held.packet, now)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _send_control(self, packet_type: int, packet_id: int = CONTROL_PACKET_ID) -> None:
+        self._out += encode_control_packet(packet_type, packet_id)
+
+    def _count(self, kind: str, amount: int = 1) -> None:
+        self.noise_counters[kind] = self.noise_counters.get(kind, 0) + amount
+        self._events.append(ProtocolNoise(kind=kind, count=amount))
+
+
+def _api_name(api: int | None) -> str:
+    if api is None:
+        return "reply"
+    try:
+        return ManipulateApi(api).name
+    except ValueError:
+        return f"API {api:#06x}"

@@ -1,0 +1,415 @@
+"""The KD protocol in TARGET role: what Windows' KDCOM does at its end of the cable.
+
+The simulator drives this; it is equally sans-I/O (`receive_data`, `data_to_send`, `get_timer`,
+`handle_timer`, `next_event`).
+
+Theory of operation
+-------------------
+A real target is single-threaded: it either runs (and reads the line only from the clock tick,
+one byte at a time, looking for the break-in byte), or sits in the debugger sending one packet
+and waiting for its ACK, or waiting for a packet of one type. The rules, from spec section 3.1:
+
+1. While running and idle the target reads nothing but break-in bytes; every other byte is lost.
+2. A data packet goes out with NextPacketIdToSend (the first after boot carries the sync bit)
+   and waits for an ACK whose id is that id less the sync bit. RESEND makes it send the packet
+   again; RESET resets both ids to INITIAL_PACKET_ID, answers RESET and sends the packet again
+   with the new id. A host data packet arriving instead of the ACK, with the id the target
+   expects next, means the ACK was lost: the target asks for it again (RESEND) and counts its
+   own packet as delivered; any other data packet is ACKed and ignored.
+3. A timeout sends the packet again and uses up one retry: 5 until the first exchange
+   succeeds, then 20. When they run out the target gives up only on a DbgPrint, a LoadSymbols
+   stop or a CreateFile: it declares the debugger absent and resets its ids (sync bit again).
+   An exception stop or a prompt is sent again forever: the machine hangs for its debugger.
+4. While absent, DbgPrint and LoadSymbols are not sent at all. A valid leader or a break-in byte
+   brings the debugger back.
+5. A received data packet is ACKed (with its own id) if it decodes; a repeat of an old id, or a
+   packet of another type than the one awaited, is then ignored.
+6. While stopped (after a state change is ACKed) the target serves requests until it resumes;
+   a RESEND or RESET there makes it send its state change again (KdpSendWaitContinue).
+7. A break-in byte seen while the target reads packets is remembered as a pending Ctrl-C.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from cartd.kd.constants import (
+    BREAKIN_BYTE,
+    CONTROL_PACKET_ID,
+    INITIAL_PACKET_ID,
+    SYNC_PACKET_ID,
+    NewState,
+    PacketType,
+)
+from cartd.kd.debug_io import (
+    get_string_message,
+    print_string_message,
+    pull_debug_io,
+    push_debug_io,
+)
+from cartd.kd.errors import KdDecodeError, KdUsageError
+from cartd.kd.file_io import FileIoMessage, pull_file_io, push_file_io
+from cartd.kd.framing import (
+    BreakInByte,
+    DecoderEvent,
+    KdPacket,
+    NoiseDetected,
+    PacketDecoded,
+    PacketDecoder,
+    encode_control_packet,
+    encode_data_packet,
+)
+from cartd.kd.manipulate import ManipulateMessage, pull_manipulate, push_manipulate
+from cartd.kd.state_change import StateChangeMessage, push_state_change
+
+# Retries (spec 3.1, KdpDefaultRetries / KdCompRetryCount): few at boot so that a machine
+# without a debugger is not held up, the default once a debugger has answered.
+BOOT_RETRIES = 5
+DEFAULT_RETRIES = 20
+
+
+class Outgoing(Enum):
+    """What kind of packet the target is sending; decides the give-up rule (rule 3)."""
+
+    PRINT = "print"
+    LOAD_SYMBOLS = "load_symbols"
+    EXCEPTION = "exception"  # any state change but LoadSymbols
+    PROMPT = "prompt"
+    FILE_IO = "file_io"
+    REPLY = "reply"  # a manipulate reply, or anything else
+
+
+_GIVES_UP = frozenset({Outgoing.PRINT, Outgoing.LOAD_SYMBOLS, Outgoing.FILE_IO})
+_RETRIES_FOREVER = frozenset({Outgoing.EXCEPTION, Outgoing.PROMPT})
+# After the ACK, what the target waits for (rule 6 and the prompt/file exchanges).
+_AWAITS_AFTER = {
+    Outgoing.LOAD_SYMBOLS: PacketType.KD_STATE_MANIPULATE,
+    Outgoing.EXCEPTION: PacketType.KD_STATE_MANIPULATE,
+    Outgoing.PROMPT: PacketType.KD_DEBUG_IO,
+    Outgoing.FILE_IO: PacketType.KD_FILE_IO,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakInRequested:
+    """A break-in byte reached the running target: it should stop (DBG_STATUS_CONTROL_C)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManipulateReceived:
+    message: ManipulateMessage
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptAnswered:
+    text: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileIoAnswered:
+    message: FileIoMessage
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PacketDelivered:
+    kind: Outgoing
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PacketAbandoned:
+    """Retries ran out and the target gave up (rule 3); the debugger is now absent."""
+
+    kind: Outgoing
+
+
+TargetEvent = (
+    BreakInRequested
+    | ManipulateReceived
+    | PromptAnswered
+    | FileIoAnswered
+    | PacketDelivered
+    | PacketAbandoned
+)
+
+
+@dataclass(slots=True)
+class _Sending:
+    kind: Outgoing
+    packet_type: int
+    payload: bytes
+    packet_id: int
+    deadline: float
+
+
+class KdTarget:
+    """KD TARGET role over a byte stream."""
+
+    def __init__(self, *, ack_timeout: float = 1.0, seconds_per_byte: float = 0.0) -> None:
+        self._ack_timeout = ack_timeout
+        self._seconds_per_byte = seconds_per_byte
+        self._decoder = PacketDecoder()
+        self._out = bytearray()
+        self._events: deque[TargetEvent] = deque()
+        self._queue: deque[tuple[Outgoing, int, bytes]] = deque()
+        self._sending: _Sending | None = None
+        self._awaiting: int | None = None  # packet type a receive waits for
+        self._last_stop: bytes | None = None
+        self._next_id = INITIAL_PACKET_ID | SYNC_PACKET_ID
+        self._expected_id = INITIAL_PACKET_ID
+        self._retries = BOOT_RETRIES
+        self._retries_left = BOOT_RETRIES
+        self.debugger_present = True
+        self.ctrl_c_pending = False
+        self.noise_counters: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ I/O surface
+
+    @property
+    def reading(self) -> bool:
+        """True while the target reads packets (sending, or waiting in the debugger)."""
+        return self._sending is not None or self._awaiting is not None
+
+    @property
+    def stopped(self) -> bool:
+        return self._awaiting == PacketType.KD_STATE_MANIPULATE
+
+    @property
+    def idle(self) -> bool:
+        """Running, with nothing queued or on the way."""
+        return not self.reading and not self._queue
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        if not self.reading:
+            self._poll_break_in(data)
+            return
+        self._handle(self._decoder.receive_data(data, now), now)
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def next_event(self) -> TargetEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        deadlines = [self._decoder.get_timer() if self.reading else None]
+        if self._sending is not None:
+            deadlines.append(self._sending.deadline)
+        present = [d for d in deadlines if d is not None]
+        return min(present) if present else None
+
+    def handle_timer(self, now: float) -> None:
+        if self.reading:
+            self._handle(self._decoder.handle_timer(now), now)
+        sending = self._sending
+        if sending is None or now < sending.deadline:
+            return
+        if sending.kind not in _RETRIES_FOREVER:
+            self._retries_left -= 1
+        if self._retries_left > 0 or sending.kind in _RETRIES_FOREVER:
+            self._count("retransmission")
+            self._transmit(sending, now)
+            return
+        self._sending = None
+        if sending.kind in _GIVES_UP:
+            self._declare_debugger_absent()
+        self._retries_left = self._retries
+        self._events.append(PacketAbandoned(kind=sending.kind))
+        self._send_next(now)
+
+    # ------------------------------------------------------------------ commands
+
+    def send_debug_print(self, text: bytes, now: float, *, processor: int = 0) -> bool:
+        """Queue a DbgPrint; False if it was dropped because the debugger is absent."""
+        if not self.debugger_present:
+            return False
+        payload = push_debug_io(print_string_message(text, processor=processor))
+        self._enqueue(Outgoing.PRINT, PacketType.KD_DEBUG_IO, payload, now)
+        return True
+
+    def send_state_change(self, message: StateChangeMessage, now: float) -> bool:
+        """Stop and report it. After the ACK the target serves requests until `resume()`.
+        False if a LoadSymbols report was dropped because the debugger is absent."""
+        is_load = (message.new_state & 0xFFFF) == NewState.LOAD_SYMBOLS
+        if is_load and not self.debugger_present:
+            return False
+        kind = Outgoing.LOAD_SYMBOLS if is_load else Outgoing.EXCEPTION
+        self._enqueue(kind, PacketType.KD_STATE_CHANGE64, push_state_change(message), now)
+        return True
+
+    def send_prompt(self, prompt: bytes, max_length: int, now: float) -> None:
+        payload = push_debug_io(get_string_message(prompt, max_length))
+        self._enqueue(Outgoing.PROMPT, PacketType.KD_DEBUG_IO, payload, now)
+
+    def send_file_io(self, message: FileIoMessage, now: float) -> None:
+        self._enqueue(Outgoing.FILE_IO, PacketType.KD_FILE_IO, push_file_io(message), now)
+
+    def reply(self, message: ManipulateMessage, now: float) -> None:
+        """Answer a ManipulateReceived while stopped."""
+        if not self.stopped:
+            raise KdUsageError("replies are sent only while the target is stopped")
+        self._enqueue(Outgoing.REPLY, PacketType.KD_STATE_MANIPULATE, push_manipulate(message), now)
+
+    def resume(self) -> None:
+        """Leave the debugger (after Continue, Reboot or CauseBugCheck)."""
+        if not self.stopped:
+            raise KdUsageError("resume() needs a stopped target")
+        self._awaiting = None
+        self._last_stop = None
+        self._go_idle_if_done()
+
+    def take_ctrl_c_pending(self) -> bool:
+        pending, self.ctrl_c_pending = self.ctrl_c_pending, False
+        return pending
+
+    def reboot(self) -> None:
+        """Forget everything, as a freshly booted kernel does: ids start with the sync bit."""
+        self._queue.clear()
+        self._sending = None
+        self._awaiting = None
+        self._last_stop = None
+        self._next_id = INITIAL_PACKET_ID | SYNC_PACKET_ID
+        self._expected_id = INITIAL_PACKET_ID
+        self._retries = self._retries_left = BOOT_RETRIES
+        self.debugger_present = True
+        self.ctrl_c_pending = False
+        self._decoder = PacketDecoder()
+
+    # ------------------------------------------------------------------ sending
+
+    def _enqueue(self, kind: Outgoing, packet_type: int, payload: bytes, now: float) -> None:
+        self._queue.append((kind, packet_type, payload))
+        if self._sending is None:
+            self._send_next(now)
+
+    def _send_next(self, now: float) -> None:
+        if self._sending is not None or not self._queue:
+            self._go_idle_if_done()
+            return
+        kind, packet_type, payload = self._queue.popleft()
+        if packet_type == PacketType.KD_STATE_CHANGE64:
+            self._last_stop = payload
+        self._sending = _Sending(kind, packet_type, payload, self._next_id, now)
+        self._retries_left = self._retries
+        self._transmit(self._sending, now)
+
+    def _transmit(self, sending: _Sending, now: float) -> None:
+        sending.packet_id = self._next_id
+        wire = encode_data_packet(sending.packet_type, sending.packet_id, sending.payload)
+        sending.deadline = now + self._ack_timeout + len(wire) * self._seconds_per_byte
+        self._out += wire
+
+    def _delivered(self, now: float) -> None:
+        sending = self._sending
+        assert sending is not None
+        self._sending = None
+        self._next_id = (self._next_id ^ 1) & ~SYNC_PACKET_ID
+        self._retries = self._retries_left = DEFAULT_RETRIES
+        if sending.kind in _AWAITS_AFTER:
+            self._awaiting = _AWAITS_AFTER[sending.kind]
+        self._events.append(PacketDelivered(kind=sending.kind))
+        self._send_next(now)
+
+    def _go_idle_if_done(self) -> None:
+        if not self.reading:
+            # Back to running: the UART is only polled for break-in from now on, and whatever
+            # half packet the decoder held is lost like an overrun FIFO.
+            self._decoder = PacketDecoder()
+
+    def _declare_debugger_absent(self) -> None:
+        self.debugger_present = False
+        self._next_id = INITIAL_PACKET_ID | SYNC_PACKET_ID
+        self._expected_id = INITIAL_PACKET_ID
+        self._retries = BOOT_RETRIES
+
+    def _resend_stop(self, now: float) -> None:
+        """Rule 6: KdpSendWaitContinue sends the state change again."""
+        if self._last_stop is None or self._sending is not None:
+            return
+        self._sending = _Sending(
+            Outgoing.EXCEPTION, PacketType.KD_STATE_CHANGE64, self._last_stop, self._next_id, now
+        )
+        self._transmit(self._sending, now)
+
+    # ------------------------------------------------------------------ receiving
+
+    def _poll_break_in(self, data: bytes) -> None:
+        if BREAKIN_BYTE in data:
+            self.debugger_present = True
+            self._events.append(BreakInRequested())
+
+    def _handle(self, events: list[DecoderEvent], now: float) -> None:
+        for event in events:
+            if isinstance(event, PacketDecoded):
+                self.debugger_present = True
+                if event.packet.is_control:
+                    self._on_control(event.packet, now)
+                else:
+                    self._on_data(event.packet, now)
+            elif isinstance(event, BreakInByte):
+                self.debugger_present = True
+                self.ctrl_c_pending = True
+            elif isinstance(event, NoiseDetected):
+                self._count(event.kind.value, event.size)
+                if event.kind.value != "garbage":
+                    self._send_control(PacketType.KD_RESEND)
+
+    def _on_control(self, packet: KdPacket, now: float) -> None:
+        sending = self._sending
+        if packet.packet_type == PacketType.KD_ACKNOWLEDGE:
+            if sending is not None and packet.packet_id == sending.packet_id & ~SYNC_PACKET_ID:
+                self._delivered(now)
+            else:
+                self._count("stray_ack")
+        elif packet.packet_type == PacketType.KD_RESEND:
+            if sending is not None:
+                self._transmit(sending, now)
+            elif self.stopped:
+                self._resend_stop(now)
+        elif packet.packet_type == PacketType.KD_RESET:
+            self._next_id = self._expected_id = INITIAL_PACKET_ID
+            self._send_control(PacketType.KD_RESET)
+            if sending is not None:
+                self._transmit(sending, now)
+            elif self.stopped:
+                self._resend_stop(now)
+
+    def _on_data(self, packet: KdPacket, now: float) -> None:
+        if self._sending is not None:
+            if packet.packet_id == self._expected_id:
+                # Rule 2: our ACK was lost; have the host send this again once we listen.
+                self._send_control(PacketType.KD_RESEND)
+                self._delivered(now)
+            else:
+                self._send_control(PacketType.KD_ACKNOWLEDGE, packet.packet_id)
+            return
+        self._send_control(PacketType.KD_ACKNOWLEDGE, packet.packet_id)
+        if packet.packet_id != self._expected_id or packet.packet_type != self._awaiting:
+            self._count("ignored_packet")
+            return
+        try:
+            event = self._decode_awaited(packet)
+        except KdDecodeError:
+            self._count("undecodable_packet")
+            return
+        self._expected_id ^= 1
+        if packet.packet_type != PacketType.KD_STATE_MANIPULATE:
+            self._awaiting = None
+        self._events.append(event)
+        self._go_idle_if_done()
+
+    def _decode_awaited(self, packet: KdPacket) -> TargetEvent:
+        if packet.packet_type == PacketType.KD_STATE_MANIPULATE:
+            return ManipulateReceived(message=pull_manipulate(packet.payload))
+        if packet.packet_type == PacketType.KD_DEBUG_IO:
+            return PromptAnswered(text=pull_debug_io(packet.payload).string_read)
+        return FileIoAnswered(message=pull_file_io(packet.payload))
+
+    def _send_control(self, packet_type: int, packet_id: int = CONTROL_PACKET_ID) -> None:
+        self._out += encode_control_packet(packet_type, packet_id)
+
+    def _count(self, kind: str, amount: int = 1) -> None:
+        self.noise_counters[kind] = self.noise_counters.get(kind, 0) + amount

@@ -1,0 +1,1 @@
+"""Moving bytes: serial ports, pseudo-terminals, sockets; finding candidate links."""
