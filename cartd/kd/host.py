@@ -100,6 +100,7 @@ from cartd.kd.manipulate import (
     Continue,
     GetContext,
     GetVersion,
+    ManipulateBody,
     ManipulateMessage,
     Msr,
     RawUnion,
@@ -409,7 +410,11 @@ class KdHost:
     # ------------------------------------------------------------------ plans
 
     def _message(
-        self, api: int, body: object = None, data: bytes = b"", processor: int | None = None
+        self,
+        api: int,
+        body: ManipulateBody | None = None,
+        data: bytes = b"",
+        processor: int | None = None,
     ) -> ManipulateMessage:
         if processor is None:
             processor = self._stop.processor if self._stop is not None else 0
@@ -418,7 +423,7 @@ class KdHost:
             processor_level=self._stop.processor_level if self._stop is not None else 0,
             processor=processor,
             return_status=0,
-            body=body if body is not None else RawUnion(data=bytes(0x28)),  # type: ignore[arg-type]
+            body=body if body is not None else RawUnion(),
             data=data,
         )
 
@@ -444,7 +449,7 @@ class KdHost:
         return reply
 
     def _plan_get_version(self) -> Plan:
-        reply = yield from self._exchange(self._message(ManipulateApi.GET_VERSION))
+        reply = yield from self._exchange(self._message(ManipulateApi.GET_VERSION, GetVersion()))
         if not isinstance(reply.body, GetVersion):
             raise RequestError("GetVersion reply has no version body")
         self.version = reply.body
@@ -554,7 +559,9 @@ class KdHost:
         if self.debugger_data is not None:
             return self.debugger_data
         if self.version is None:
-            reply = yield from self._exchange(self._message(ManipulateApi.GET_VERSION))
+            reply = yield from self._exchange(
+                self._message(ManipulateApi.GET_VERSION, GetVersion())
+            )
             if isinstance(reply.body, GetVersion):
                 self.version = reply.body
         if self.version is None or not self.version.debugger_data_list:

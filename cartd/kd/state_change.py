@@ -355,6 +355,7 @@ class StateChangeMessage:
 
     @property
     def is_alternate(self) -> bool:
+        """Whether the report came from an "alternate source" (DbgKdAlternateStateChange)."""
         return bool(self.new_state & ALTERNATE_STATE_CHANGE_FLAG)
 
 

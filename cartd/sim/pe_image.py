@@ -179,7 +179,11 @@ def load_pe_file(path: str | Path) -> PeImage:
 def parse_pe(data: bytes, *, mapped: bool = False) -> PeImage:
     """Parse an AMD64 PE32+ image from file bytes, or (``mapped``) from its in-memory layout."""
     data = bytes(data)
-    if len(data) < DOS_HEADER_SIZE or data[:2] != DOS_SIGNATURE:
+    if len(data) < DOS_HEADER_SIZE:
+        raise PeFormatError(
+            f"not a PE image: {len(data)} bytes is shorter than a DOS header ({DOS_HEADER_SIZE})"
+        )
+    if data[:2] != DOS_SIGNATURE:
         raise PeFormatError("not a PE image: no 'MZ' DOS header")
     (e_lfanew,) = struct.unpack_from("<I", data, E_LFANEW_OFFSET)
     if e_lfanew + 4 + FILE_HEADER_SIZE > len(data):
