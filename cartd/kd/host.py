@@ -9,7 +9,8 @@ outcome arrives as `RequestCompleted(token, result)` or `RequestFailed(token, re
 
 Rules, from spec sections 3, 4 and 8:
 1. Every good data packet from the target is ACKed at once with its id less the sync bit.
-   Control packets are never ACKed. A repeat of the last id is ACKed again but not delivered.
+   Control packets are never ACKed. A repeat of the last packet (same id, same bytes: our
+   ACK was lost) is ACKed again but not delivered.
 2. A packet with the sync bit means the target reset its ids: the host starts again at
    INITIAL_PACKET_ID and forgets what it cached (TargetRebooted).
 3. Only one host data packet is outstanding. Requests go out only while the target is stopped.
@@ -23,9 +24,10 @@ Rules, from spec sections 3, 4 and 8:
    (GetVersion, DebuggerDataList) and, when the PC is BreakpointWithStatus, reads RCX to tell a
    break-in from a bugcheck, whose code and parameters come from KiBugCheckData (or, failing
    that, from the "Fatal System Error" DbgPrint).
-7. If a Continue is never ACKed the host RESETs and assumes the target runs: a stopped target
-   answers the RESET by sending its stop again, which the host then reports once more only if it
-   differs from the stop it had.
+7. After a Continue the host assumes the target runs, and checks once: a second later it sends
+   a RESET unless the target has been heard. A running target ignores it; one that is still
+   stopped (the Continue was lost, or taken for a duplicate) answers by sending its stop again,
+   which is reported again. A Continue never ACKed at all is handled the same way.
 
 Requests are generator "plans": a plan yields one DBGKD_MANIPULATE_STATE64 request at a time and
 receives the reply (None for requests that have none), so a large read or a whole analysis is a
@@ -111,6 +113,13 @@ from cartd.kd.manipulate import (
     pull_manipulate,
     push_manipulate,
 )
+from cartd.kd.modules import (
+    LDR_ENTRY_READ_SIZE,
+    MAX_MODULES,
+    LoadedModule,
+    decode_module_name,
+    pull_module_entry,
+)
 from cartd.kd.state_change import ExceptionRecord, StateChangeMessage, pull_state_change
 from cartd.kd.stops import StopReason, choose_continue_status, classify_stop, needs_pc_skip
 
@@ -175,6 +184,7 @@ class _Tuning:
     reply_timeout: float
     max_retries: int
     reset_interval: float
+    break_in_interval: float
     seconds_per_byte: float
     max_transfer: int
 
@@ -198,6 +208,7 @@ class KdHost:
         reply_timeout: float = 3.0,
         max_retries: int = 5,
         reset_interval: float = 1.0,
+        break_in_interval: float = 2.0,
         seconds_per_byte: float = 0.0,
         max_transfer: int = MAX_MANIPULATE_DATA,
         analyse_stops: bool = True,
@@ -207,12 +218,13 @@ class KdHost:
         if not 0 < max_transfer <= MAX_MANIPULATE_DATA:
             raise KdUsageError(f"max_transfer must be 1..{MAX_MANIPULATE_DATA}")
         self._tuning = _Tuning(
-            ack_timeout,
-            reply_timeout,
-            max_retries,
-            reset_interval,
-            seconds_per_byte,
-            max_transfer,
+            ack_timeout=ack_timeout,
+            reply_timeout=reply_timeout,
+            max_retries=max_retries,
+            reset_interval=reset_interval,
+            break_in_interval=break_in_interval,
+            seconds_per_byte=seconds_per_byte,
+            max_transfer=max_transfer,
         )
         self._analyse_stops = analyse_stops
         self._decoder = PacketDecoder()
@@ -221,10 +233,14 @@ class KdHost:
         self.noise_counters: dict[str, int] = {}
 
         self._next_id = INITIAL_PACKET_ID
-        self._last_target_id: int | None = None
+        # The last data packet delivered: a packet equal to it (same id, same bytes) is the
+        # target sending again because our ACK was lost.
+        self._last_target_packet: KdPacket | None = None
         self._ids_known = False
         self._heard_target = False
         self._connect_deadline: float | None = None
+        self._resume_probe_deadline: float | None = None
+        self._break_in_deadline: float | None = None
         self._held: _Held | None = None
 
         self.state = TargetState.UNKNOWN
@@ -258,7 +274,12 @@ class KdHost:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        deadlines = [self._decoder.get_timer(), self._connect_deadline]
+        deadlines = [
+            self._decoder.get_timer(),
+            self._connect_deadline,
+            self._resume_probe_deadline,
+            self._break_in_deadline,
+        ]
         if self._in_flight is not None:
             deadlines.append(self._in_flight.deadline)
         if self._held is not None:
@@ -271,6 +292,15 @@ class KdHost:
         if self._connect_deadline is not None and now >= self._connect_deadline:
             self._send_control(PacketType.KD_RESET)
             self._connect_deadline = now + self._tuning.reset_interval
+        if self._resume_probe_deadline is not None and now >= self._resume_probe_deadline:
+            # Rule 7: a target that took the Continue for a duplicate is still stopped; it
+            # answers this RESET by sending its stop again. A running one ignores it.
+            self._resume_probe_deadline = None
+            self._send_control(PacketType.KD_RESET)
+        if self._break_in_deadline is not None and now >= self._break_in_deadline:
+            self._count("break_in_repeated")
+            self._break_in_deadline = now + self._tuning.break_in_interval
+            self._out.append(BREAKIN_BYTE)
         if self._held is not None and now >= self._held.deadline:
             self._held_timeout(now)
         flight = self._in_flight
@@ -284,16 +314,19 @@ class KdHost:
         """Start talking to a target in an unknown state: RESET now and about once a second
         until the target is heard (as WinDbg does); optionally send a break-in first."""
         if break_in:
-            self.break_in()
+            self.break_in(now)
         self._send_control(PacketType.KD_RESET)
         self._connect_deadline = now + self._tuning.reset_interval
 
-    def break_in(self) -> None:
-        """Send the break-in byte. A stopped target would remember it as a pending Ctrl-C and
-        stop again right after the next continue, so that is refused."""
+    def break_in(self, now: float) -> None:
+        """Send the break-in byte, and again every `break_in_interval` until a stop arrives (a
+        byte lost on the line would otherwise leave the request unanswered). A stopped target
+        would remember it as a pending Ctrl-C and stop again after the next continue, so that
+        is refused."""
         if self.state in (TargetState.STOPPED, TargetState.RESUMING):
             raise KdUsageError("the target is stopped; break-in is only for a running target")
         self._break_in_requested = True
+        self._break_in_deadline = now + self._tuning.break_in_interval
         self._out.append(BREAKIN_BYTE)
 
     def answer_prompt(self, text: bytes, now: float) -> None:
@@ -375,6 +408,10 @@ class KdHost:
     def write_msr(self, msr: int, value: int, *, now: float) -> int:
         return self._submit(self._plan_msr(ManipulateApi.WRITE_MSR, msr, value), now)
 
+    def list_modules(self, *, now: float) -> int:
+        """Walk PsLoadedModuleList (from GetVersion); result: a list of LoadedModule."""
+        return self._submit(self._plan_list_modules(), now)
+
     def resume(self, *, status: int | None = None, now: float) -> int:
         """Leave the stop the right way: step RIP past a hard-coded int3 (spec 4.2), then
         Continue with `status` or the policy's choice. Result: the status used."""
@@ -454,6 +491,14 @@ class KdHost:
             raise RequestError("GetVersion reply has no version body")
         self.version = reply.body
         return reply.body
+
+    def _cached_version(self) -> Generator[ManipulateMessage, ManipulateMessage | None, GetVersion]:
+        """GetVersion once per boot: the answer does not change until the target reboots."""
+        if self.version is not None:
+            return self.version
+        version = yield from self._plan_get_version()
+        assert isinstance(version, GetVersion)
+        return version
 
     def _plan_read(
         self, api: int, address: int, size: int, flags: int, processor: int | None = None
@@ -551,6 +596,26 @@ class KdHost:
         )
         return reply.data
 
+    def _plan_list_modules(self) -> Plan:
+        version = yield from self._cached_version()
+        head = version.ps_loaded_module_list
+        if not head:
+            raise RequestError("the target reports no PsLoadedModuleList")
+        modules: list[LoadedModule] = []
+        raw_head = yield from self._read_exact(head, 8)
+        (link,) = struct.unpack("<Q", raw_head)
+        while link != head:
+            if len(modules) >= MAX_MODULES:
+                raise RequestError(f"module list longer than {MAX_MODULES} entries: corrupt?")
+            raw = yield from self._read_exact(link, LDR_ENTRY_READ_SIZE)
+            entry = pull_module_entry(raw, address=link)
+            name = yield from self._read_exact(entry.name_buffer, entry.name_length)
+            modules.append(
+                LoadedModule(name=decode_module_name(name), base=entry.base, size=entry.size)
+            )
+            link = entry.flink
+        return modules
+
     def _plan_debugger_data(
         self,
     ) -> Generator[ManipulateMessage, ManipulateMessage | None, DebuggerData | None]:
@@ -558,15 +623,10 @@ class KdHost:
         yet (a boot debugger reports DebuggerDataList = 0)."""
         if self.debugger_data is not None:
             return self.debugger_data
-        if self.version is None:
-            reply = yield from self._exchange(
-                self._message(ManipulateApi.GET_VERSION, GetVersion())
-            )
-            if isinstance(reply.body, GetVersion):
-                self.version = reply.body
-        if self.version is None or not self.version.debugger_data_list:
+        version = yield from self._cached_version()
+        if not version.debugger_data_list:
             return None
-        head = yield from self._read_exact(self.version.debugger_data_list, 8)
+        head = yield from self._read_exact(version.debugger_data_list, 8)
         (flink,) = struct.unpack("<Q", head)
         header = yield from self._read_exact(flink, KDBG_HEADER_SIZE)
         size = pull_kdbg_header(header)
@@ -769,7 +829,7 @@ class KdHost:
         operation = flight.operation
         if flight.api in _RESUMING_APIS and operation is not None:
             # Rule 7: a target that runs no longer reads the line; assume it runs.
-            self._resumed(flight, operation)
+            self._resumed(operation, now)
             return
         if operation is not None:
             self._fail(
@@ -791,10 +851,11 @@ class KdHost:
         self._in_flight = None
         operation = flight.operation
         if operation is not None and flight.api in _RESUMING_APIS:
-            self._resumed(flight, operation)
+            self._resumed(operation, now)
 
-    def _resumed(self, flight: _InFlight, operation: _Operation) -> None:
+    def _resumed(self, operation: _Operation, now: float) -> None:
         self.state = TargetState.RUNNING
+        self._resume_probe_deadline = now + self._tuning.reset_interval
         self._stop = None
         self._stop_reported = False
         self._events.append(TargetRunning())
@@ -829,19 +890,19 @@ class KdHost:
 
     def _on_packet(self, packet: KdPacket, now: float) -> None:
         self._connect_deadline = None
+        self._resume_probe_deadline = None
         if packet.is_control:
             self._on_control(packet, now)
             return
         first_contact = not self._heard_target
         self._heard_target = True
-        packet_id = packet.packet_id & ~SYNC_PACKET_ID
-        self._send_control(PacketType.KD_ACKNOWLEDGE, packet_id)
-        if packet.packet_id & SYNC_PACKET_ID:
-            self._on_sync(announce=not first_contact)
-        elif packet_id == self._last_target_id:
+        self._send_control(PacketType.KD_ACKNOWLEDGE, packet.packet_id & ~SYNC_PACKET_ID)
+        if packet == self._last_target_packet:
             self._count("duplicate")
             return
-        self._last_target_id = packet_id
+        if packet.packet_id & SYNC_PACKET_ID:
+            self._on_sync(announce=not first_contact)
+        self._last_target_packet = packet
         self._dispatch(packet, now)
 
     def _on_control(self, packet: KdPacket, now: float) -> None:
@@ -857,7 +918,7 @@ class KdHost:
                 self._retransmit(flight, now)
         elif packet.packet_type == PacketType.KD_RESET:
             self._next_id = INITIAL_PACKET_ID
-            self._last_target_id = None
+            self._last_target_packet = None
             self._ids_known = True
             self._held = None  # the target sends the held stop again
             if flight is not None:
@@ -865,7 +926,7 @@ class KdHost:
 
     def _on_sync(self, *, announce: bool) -> None:
         self._next_id = INITIAL_PACKET_ID
-        self._last_target_id = None
+        self._last_target_packet = None
         self._ids_known = True
         self._held = None
         if announce:
@@ -940,6 +1001,7 @@ class KdHost:
             self._advance(flight.operation, reply)
 
     def _on_state_change(self, packet: KdPacket, now: float) -> None:
+        self._break_in_deadline = None
         if not self._ids_known:
             # Rule 4: hold it, RESET; the target answers and sends the stop again.
             self._held = _Held(packet, self._ack_deadline(16, now), self._tuning.max_retries)
@@ -956,9 +1018,11 @@ class KdHost:
             return
         flight = self._in_flight
         if flight is not None and flight.api in _RESUMING_APIS and flight.operation is not None:
-            # The Continue's ACK was lost but the target ran and stopped again (rule 7).
+            # The Continue's ACK was lost but the target ran and stopped again (rule 7): it
+            # did take the Continue, so its id is used up.
             self._in_flight = None
-            self._resumed(flight, flight.operation)
+            self._next_id ^= 1
+            self._resumed(flight.operation, now)
         elif self._stop is not None:
             self._abandon_all("the target reported a new stop")
         self.state = TargetState.STOPPED
