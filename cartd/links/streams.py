@@ -163,6 +163,12 @@ def open_serial(path: str, baud: int) -> FdStream:
     # The stream owns the descriptor from here on; pyserial only configured it.
     fd = os.dup(port.fileno())
     port.close()
+    # VMIN=1: with no byte waiting a read fails with EAGAIN instead of returning b"", which
+    # on a tty would be indistinguishable from end of file.
+    attributes = termios.tcgetattr(fd)
+    attributes[6][termios.VMIN] = 1
+    attributes[6][termios.VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, attributes)
     return FdStream(fd, name=path)
 
 

@@ -214,11 +214,11 @@ async def _serve(args: argparse.Namespace, target: SimulatedTarget) -> int:
             where = f"UNIX socket {args.unix}"
         elif args.device:
             stream = open_serial(args.device, args.baud or 115200)
-            attached = loop.create_task(server.attach(stream))
+            attached = server.attach(stream)
             where = f"serial device {args.device}"
         else:
             stream, path = open_pty_pair()
-            attached = loop.create_task(server.attach(stream))
+            attached = server.attach(stream)
             where = f"pseudo-terminal {path}"
     except OSError as error:
         print(f"cartd sim: cannot serve: {error}", file=sys.stderr)

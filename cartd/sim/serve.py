@@ -51,9 +51,13 @@ class SimServer:
         if self._timer is not None:
             self._timer.cancel()
 
-    async def attach(self, stream: ByteStream) -> None:
-        """Feed the target from `stream` until it closes; the target keeps running after."""
+    def attach(self, stream: ByteStream) -> asyncio.Task[None]:
+        """Plug `stream` in: the target's bytes go to it from now on, and a task feeds the
+        target from it until it closes. The target keeps running after that."""
         self._stream = stream
+        return self._loop.create_task(self._read_loop(stream))
+
+    async def _read_loop(self, stream: ByteStream) -> None:
         try:
             while True:
                 data = await stream.read()
@@ -92,8 +96,9 @@ class SimServer:
     async def _write_loop(self) -> None:
         while True:
             data = await self._outgoing.get()
-            for start in range(0, len(data), PACED_SLICE if self._to_host else len(data)):
-                piece = data[start : start + (PACED_SLICE if self._to_host else len(data))]
+            size = PACED_SLICE if self._to_host is not None else len(data)
+            for start in range(0, len(data), size):
+                piece = data[start : start + size]
                 stream = self._stream
                 if stream is None:
                     continue  # unplugged: the bytes are lost

@@ -114,6 +114,7 @@ class SimulatedTarget:
 
     def start(self, now: float) -> None:
         self._boot(now)
+        self._process(now)
 
     def receive_data(self, data: bytes, now: float) -> None:
         self.kd.receive_data(self.faults_from_host.apply(data), now)
@@ -404,6 +405,9 @@ class SimulatedTarget:
         if kind is Outgoing.LOAD_SYMBOLS and self._stop is not None:
             self._stop = None  # nobody to wait for: the load goes on without a debugger
         self._note(f"gave up sending a {kind.value}: debugger absent")
+        if kind is Outgoing.PRINT and self.kd.take_ctrl_c_pending():
+            # DbgPrint polls for Ctrl-C on its way out, delivered or not.
+            self._break_in(now)
 
     # ------------------------------------------------------------------ serving requests
 
