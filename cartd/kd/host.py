@@ -170,12 +170,19 @@ class _InFlight:
     payload: bytes
     packet_id: int
     wire: bytes
-    api: int | None  # ApiNumber for manipulate requests, None for prompt/file replies
-    expects_reply: bool
+    request: ManipulateMessage | None  # None for prompt and FILE_IO replies
     deadline: float
     retries_left: int
     acked: bool = False
     operation: _Operation | None = None
+
+    @property
+    def api(self) -> int | None:
+        return self.request.api if self.request is not None else None
+
+    @property
+    def expects_reply(self) -> bool:
+        return self.request is not None and self.request.api not in _RESUMING_APIS
 
 
 @dataclass(slots=True)
@@ -755,7 +762,7 @@ class KdHost:
             return
         if self._replies:
             packet_type, payload = self._replies.popleft()
-            self._send_data(packet_type, payload, None, False, None, now)
+            self._send_data(packet_type, payload, None, None, now)
             return
         if self.state not in (TargetState.STOPPED, TargetState.RESUMING) or not self._ids_known:
             return
@@ -765,14 +772,8 @@ class KdHost:
             if message is None:
                 continue
             operation.pending = None
-            expects_reply = message.api not in _RESUMING_APIS
             self._send_data(
-                PacketType.KD_STATE_MANIPULATE,
-                push_manipulate(message),
-                message.api,
-                expects_reply,
-                operation,
-                now,
+                PacketType.KD_STATE_MANIPULATE, push_manipulate(message), message, operation, now
             )
             return
 
@@ -780,8 +781,7 @@ class KdHost:
         self,
         packet_type: int,
         payload: bytes,
-        api: int | None,
-        expects_reply: bool,
+        request: ManipulateMessage | None,
         operation: _Operation | None,
         now: float,
     ) -> None:
@@ -791,8 +791,7 @@ class KdHost:
             payload=payload,
             packet_id=self._next_id,
             wire=wire,
-            api=api,
-            expects_reply=expects_reply,
+            request=request,
             deadline=self._ack_deadline(len(wire), now),
             retries_left=self._tuning.max_retries,
             operation=operation,
@@ -991,7 +990,7 @@ class KdHost:
 
     def _on_reply(self, reply: ManipulateMessage, now: float) -> None:
         flight = self._in_flight
-        if flight is None or not flight.expects_reply or flight.api != reply.api:
+        if flight is None or flight.request is None or not _answers(flight.request, reply):
             self._count("unexpected_reply")
             return
         if not flight.acked:
@@ -1059,6 +1058,22 @@ class KdHost:
     def _count(self, kind: str, amount: int = 1) -> None:
         self.noise_counters[kind] = self.noise_counters.get(kind, 0) + amount
         self._events.append(ProtocolNoise(kind=kind, count=amount))
+
+
+def _answers(request: ManipulateMessage, reply: ManipulateMessage) -> bool:
+    """Does `reply` answer `request`? The ApiNumber must match, and so must the address of a
+    memory transfer: kd64 sends the request's own structure back with the outputs filled in,
+    so an answer to an earlier read (the target saw that request twice across a RESET) is told
+    apart from the answer to this one. That Windows echoes the address is UNCONFIRMED (ReactOS
+    does); a reply whose address is 0 is therefore accepted."""
+    if request.api != reply.api or request.api in _RESUMING_APIS:
+        return False
+    asked, answered = request.body, reply.body
+    if isinstance(asked, ReadMemory) and isinstance(answered, ReadMemory):
+        return answered.address in (0, asked.address)
+    if isinstance(asked, ContextEx) and isinstance(answered, ContextEx):
+        return answered.offset == asked.offset
+    return True
 
 
 def _api_name(api: int | None) -> str:
