@@ -39,7 +39,7 @@ class SimServer:
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._stream: ByteStream | None = None
-        self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
+        self._outgoing: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue()
         self._writer = self._loop.create_task(self._write_loop())
 
     def start(self) -> None:
@@ -76,7 +76,7 @@ class SimServer:
     def _service(self) -> None:
         data = self.target.data_to_send()
         if data:
-            self._outgoing.put_nowait(data)
+            self._outgoing.put_nowait((data, self._loop.time()))
         while self.target.notices:
             notice = self.target.notices.popleft()
             if self._on_notice is not None:
@@ -95,18 +95,20 @@ class SimServer:
 
     async def _write_loop(self) -> None:
         while True:
-            data = await self._outgoing.get()
+            data, queued_at = await self._outgoing.get()
             size = PACED_SLICE if self._to_host is not None else len(data)
             for start in range(0, len(data), size):
                 piece = data[start : start + size]
+                if self._to_host is not None:
+                    # Each piece is delivered when its last byte would have arrived. The times
+                    # chain from when the bytes were queued, so late wake-ups do not add up.
+                    done = self._to_host.finish_time(len(piece), queued_at)
+                    await asyncio.sleep(max(0.0, done - self._loop.time()))
                 stream = self._stream
                 if stream is None:
                     continue  # unplugged: the bytes are lost
                 with contextlib.suppress(LinkClosed):
                     stream.write(piece)
-                if self._to_host is not None:
-                    done = self._to_host.finish_time(len(piece), self._loop.time())
-                    await asyncio.sleep(max(0.0, done - self._loop.time()))
 
 
 async def serve_unix_socket(server: SimServer, path: str) -> asyncio.AbstractServer:
