@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from cartd import demo
 from cartd.sim import command as sim_command
 
 
@@ -23,12 +25,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim_command.add_arguments(sim)
     sim.set_defaults(run=sim_command.run)
+    demo_parser = commands.add_parser(
+        "demo",
+        help="watch cartd debug a simulated target that bug checks",
+        description="Start a simulated Windows target on a new pseudo-terminal, paced like a "
+        "115200 baud null-modem cable, and show what cartd's KD host sees: DbgPrint lines, "
+        "module loads, stops and the bugcheck, with its name and parameters.",
+    )
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(run=demo.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except BrokenPipeError:
+        # The reader went away (`cartd demo | head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return result
 
 

@@ -243,6 +243,7 @@ class KdHost:
         # The last data packet delivered: a packet equal to it (same id, same bytes) is the
         # target sending again because our ACK was lost.
         self._last_target_packet: KdPacket | None = None
+        self._repeat_after_reset: KdPacket | None = None
         self._ids_known = False
         self._heard_target = False
         self._connect_deadline: float | None = None
@@ -899,6 +900,14 @@ class KdHost:
         if packet == self._last_target_packet:
             self._count("duplicate")
             return
+        repeat, self._repeat_after_reset = self._repeat_after_reset, None
+        if repeat is not None and (packet.packet_type, packet.payload) == (
+            repeat.packet_type,
+            repeat.payload,
+        ):
+            self._count("repeated_after_reset")
+            self._last_target_packet = packet
+            return
         if packet.packet_id & SYNC_PACKET_ID:
             self._on_sync(announce=not first_contact)
         self._last_target_packet = packet
@@ -917,6 +926,9 @@ class KdHost:
                 self._retransmit(flight, now)
         elif packet.packet_type == PacketType.KD_RESET:
             self._next_id = INITIAL_PACKET_ID
+            # The target now sends again, with a new id, whatever it was sending when our RESET
+            # arrived; if we had already taken that packet, the next one is a repeat of it.
+            self._repeat_after_reset = self._last_target_packet
             self._last_target_packet = None
             self._ids_known = True
             self._held = None  # the target sends the held stop again
