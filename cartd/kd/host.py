@@ -928,7 +928,8 @@ class KdHost:
             self._next_id = INITIAL_PACKET_ID
             # The target now sends again, with a new id, whatever it was sending when our RESET
             # arrived; if we had already taken that packet, the next one is a repeat of it.
-            self._repeat_after_reset = self._last_target_packet
+            # (A held stop was never taken: its repetition is the one to deliver.)
+            self._repeat_after_reset = self._last_target_packet if self._held is None else None
             self._last_target_packet = None
             self._ids_known = True
             self._held = None  # the target sends the held stop again

@@ -19,8 +19,18 @@ class LoopbackStalled(RuntimeError):
 
 
 class Loopback:
-    def __init__(self, host: KdHost, target: SimulatedTarget, *, start: float = 0.0) -> None:
+    def __init__(
+        self,
+        host: KdHost,
+        target: SimulatedTarget,
+        *,
+        start: float = 0.0,
+        chunk_size: int | None = None,
+    ) -> None:
+        """`chunk_size` cuts every delivery into pieces that small (1: byte by byte), the
+        way a serial port hands over whatever has arrived."""
         self.host = host
+        self._chunk_size = chunk_size
         self.target = target
         self.now = start
         self.events: list[HostEvent] = []
@@ -38,13 +48,15 @@ class Loopback:
         if to_target:
             self._log(False, to_target)
             self.bytes_to_target += len(to_target)
-            self.target.receive_data(to_target, self.now)
+            for piece in self._pieces(to_target):
+                self.target.receive_data(piece, self.now)
             moved = True
         to_host = self.target.data_to_send()
         if to_host:
             self._log(True, to_host)
             self.bytes_to_host += len(to_host)
-            self.host.receive_data(to_host, self.now)
+            for piece in self._pieces(to_host):
+                self.host.receive_data(piece, self.now)
             moved = True
         while (event := self.host.next_event()) is not None:
             self.events.append(event)
@@ -57,6 +69,10 @@ class Loopback:
         self.host.handle_timer(self.now)
         self.target.handle_timer(self.now)
         return True
+
+    def _pieces(self, data: bytes) -> list[bytes]:
+        size = self._chunk_size or len(data)
+        return [data[start : start + size] for start in range(0, len(data), size)]
 
     def _log(self, from_target: bool, data: bytes) -> None:
         if self.wire_log is not None:
