@@ -2,9 +2,10 @@
 
 GetContext returns a whole 0x4D0-byte CONTEXT and SetContext sends one back, so cartd keeps a
 context as the bytes the target sent and reads or replaces single registers in them; everything it
-does not understand (FltSave, vector state) goes back unchanged. ReadControlSpace(2) returns a
-prefix of KSPECIAL_REGISTERS, where CR3 lives. Offsets are from spec section 5.2 (KDMP's
-static_asserted CONTEXT, QDMP's WinContext64, ReactOS amd64 ketypes).
+does not understand (most of FltSave, vector state) goes back unchanged. ReadControlSpace(2)
+returns a prefix of KSPECIAL_REGISTERS, where CR3 lives. Offsets are from spec section 5.2 (KDMP's
+static_asserted CONTEXT, QDMP's WinContext64, ReactOS amd64 ketypes). The simulator builds both
+blocks from the same definitions.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ CONTEXT_ALL = CONTEXT_FULL | CONTEXT_SEGMENTS | CONTEXT_DEBUG_REGISTERS  # CONTE
 
 
 class Amd64Register(IntEnum):
-    """Byte offsets of the registers in an AMD64 CONTEXT (spec section 5.2)."""
+    """Byte offsets of the registers in an AMD64 CONTEXT (spec section 5.2); u64 unless noted."""
 
     CONTEXT_FLAGS = 0x30  # ContextFlags (u32)
     MX_CSR = 0x34  # MxCsr (u32)
@@ -63,9 +64,12 @@ class Amd64Register(IntEnum):
     R14 = 0xE8  # R14
     R15 = 0xF0  # R15
     RIP = 0xF8  # Rip
+    FLT_CONTROL_WORD = 0x100  # FltSave.ControlWord (u16)
+    FLT_MX_CSR = 0x118  # FltSave.MxCsr (u32)
+    FLT_MX_CSR_MASK = 0x11C  # FltSave.MxCsr_Mask (u32)
 
 
-_U16_REGISTERS = frozenset(
+_CONTEXT_U16_REGISTERS = frozenset(
     {
         Amd64Register.SEG_CS,
         Amd64Register.SEG_DS,
@@ -73,15 +77,23 @@ _U16_REGISTERS = frozenset(
         Amd64Register.SEG_FS,
         Amd64Register.SEG_GS,
         Amd64Register.SEG_SS,
+        Amd64Register.FLT_CONTROL_WORD,
     }
 )
-_U32_REGISTERS = frozenset(
-    {Amd64Register.CONTEXT_FLAGS, Amd64Register.MX_CSR, Amd64Register.EFLAGS}
+_CONTEXT_U32_REGISTERS = frozenset(
+    {
+        Amd64Register.CONTEXT_FLAGS,
+        Amd64Register.MX_CSR,
+        Amd64Register.EFLAGS,
+        Amd64Register.FLT_MX_CSR,
+        Amd64Register.FLT_MX_CSR_MASK,
+    }
 )
 
 
 class KSpecialRegister(IntEnum):
-    """Byte offsets in AMD64 KSPECIAL_REGISTERS, all u64 (spec section 5.2)."""
+    """Byte offsets in AMD64 KSPECIAL_REGISTERS (spec section 5.2, ReactOS amd64 ketypes.h); u64
+    unless noted."""
 
     CR0 = 0x00  # Cr0
     CR2 = 0x08  # Cr2
@@ -93,7 +105,37 @@ class KSpecialRegister(IntEnum):
     KERNEL_DR3 = 0x38  # KernelDr3
     KERNEL_DR6 = 0x40  # KernelDr6
     KERNEL_DR7 = 0x48  # KernelDr7
+    GDTR_LIMIT = 0x56  # Gdtr.Limit (u16)
+    GDTR_BASE = 0x58  # Gdtr.Base
+    IDTR_LIMIT = 0x66  # Idtr.Limit (u16)
+    IDTR_BASE = 0x68  # Idtr.Base
+    TR = 0x70  # Tr (u16)
+    LDTR = 0x72  # Ldtr (u16)
+    MX_CSR = 0x74  # MxCsr (u32)
+    CR8 = 0xA0  # Cr8
+    MSR_GS_BASE = 0xA8  # MsrGsBase
+    MSR_GS_SWAP = 0xB0  # MsrGsSwap
+    MSR_STAR = 0xB8  # MsrStar
+    MSR_LSTAR = 0xC0  # MsrLStar
+    MSR_CSTAR = 0xC8  # MsrCStar
+    MSR_SYSCALL_MASK = 0xD0  # MsrSyscallMask
+    XCR0 = 0xD8  # Xcr0
+    MSR_FS_BASE = 0xE0  # MsrFsBase
 
+
+_SPECIAL_U16_REGISTERS = frozenset(
+    {
+        KSpecialRegister.GDTR_LIMIT,
+        KSpecialRegister.IDTR_LIMIT,
+        KSpecialRegister.TR,
+        KSpecialRegister.LDTR,
+    }
+)
+_SPECIAL_U32_REGISTERS = frozenset({KSpecialRegister.MX_CSR})
+
+# Windows 10+ KSPECIAL_REGISTERS is 0xF0 bytes (MsrFsBase and padding after Xcr0); a simulated
+# target keeps the whole block, of which hosts read a prefix (below).
+KSPECIAL_REGISTERS_SIZE = 0xF0
 
 # How much of KSPECIAL_REGISTERS hosts ask ReadControlSpace(2) for: WinDbg asks 0xE0 (spec
 # section 15), ntoseye 0xA8 (shared/vectors/fake-nt/README.md). A target answers what it is asked
@@ -115,40 +157,49 @@ Register = Amd64Register | KSpecialRegister
 
 
 def _register_format(register: Register) -> str:
-    # KSPECIAL_REGISTERS members share values with CONTEXT members, so check the type first: an
-    # IntEnum compares equal to any int, and a set lookup would mix the two blocks up.
+    # KSPECIAL_REGISTERS members share values with CONTEXT members, so pick the block's width
+    # tables by type first: an IntEnum compares equal to any int, and a lookup in one table of
+    # both blocks would mix them up.
+    u16: frozenset[Register]
+    u32: frozenset[Register]
     if isinstance(register, KSpecialRegister):
-        return "<Q"
-    if register in _U16_REGISTERS:
+        u16, u32 = _SPECIAL_U16_REGISTERS, _SPECIAL_U32_REGISTERS
+    else:
+        u16, u32 = _CONTEXT_U16_REGISTERS, _CONTEXT_U32_REGISTERS
+    if register in u16:
         return "<H"
-    if register in _U32_REGISTERS:
+    if register in u32:
         return "<I"
     return "<Q"
 
 
-def read_register(context: bytes, register: Register) -> int:
-    """One register from a CONTEXT (or KSPECIAL_REGISTERS) block as the target sent it."""
+def _checked_format(block: bytes | bytearray, register: Register) -> str:
     fmt = _register_format(register)
     end = register + struct.calcsize(fmt)
-    if len(context) < end:
+    if len(block) < end:
         raise KdDecodeError(
-            f"{register.name} needs {end:#x} bytes of register block, got {len(context):#x}"
+            f"{register.name} needs {end:#x} bytes of register block, got {len(block):#x}"
         )
-    value: int = struct.unpack_from(fmt, context, register)[0]
+    return fmt
+
+
+def read_register(context: bytes | bytearray, register: Register) -> int:
+    """One register from a CONTEXT (or KSPECIAL_REGISTERS) block as the target sent it."""
+    value: int = struct.unpack_from(_checked_format(context, register), context, register)[0]
     return value
 
 
-def with_register(context: bytes, register: Register, value: int) -> bytes:
-    """A copy of ``context`` with one register replaced; every other byte is kept."""
-    fmt = _register_format(register)
-    end = register + struct.calcsize(fmt)
-    if len(context) < end:
-        raise KdDecodeError(
-            f"{register.name} needs {end:#x} bytes of register block, got {len(context):#x}"
-        )
-    block = bytearray(context)
+def pack_register(block: bytearray, register: Register, value: int) -> None:
+    """Replace one register of a CONTEXT (or KSPECIAL_REGISTERS) block in place."""
+    fmt = _checked_format(block, register)
     try:
         struct.pack_into(fmt, block, register, value)
     except struct.error as exc:
         raise KdUsageError(f"{register.name} cannot hold {value:#x}") from exc
+
+
+def with_register(context: bytes | bytearray, register: Register, value: int) -> bytes:
+    """A copy of ``context`` with one register replaced; every other byte is kept."""
+    block = bytearray(context)
+    pack_register(block, register, value)
     return bytes(block)

@@ -29,23 +29,20 @@ Rules, from spec sections 3, 4 and 8:
    stopped (the Continue was lost, or taken for a duplicate) answers by sending its stop again,
    which is reported again. A Continue never ACKed at all is handled the same way.
 
-Requests are generator "plans": a plan yields one DBGKD_MANIPULATE_STATE64 request at a time and
-receives the reply (None for requests that have none), so a large read or a whole analysis is a
-short loop instead of a chain of callbacks.
+Requests are generator "plans" (`cartd.kd.host_plans`): this module runs them one packet at a
+time and owns the transport rules above; the plans own what is asked.
 """
 
 from __future__ import annotations
 
-import struct
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from cartd.kd import host_plans as plans
 from cartd.kd.bugcheck import (
-    KI_BUGCHECK_DATA_SIZE,
     FatalSystemErrorScanner,
-    recover_bugcheck,
 )
 from cartd.kd.bugcheck_codes import BugcheckInfo
 from cartd.kd.constants import (
@@ -57,25 +54,18 @@ from cartd.kd.constants import (
     SYNC_PACKET_ID,
     DebugIoApi,
     ManipulateApi,
-    NtStatus,
     PacketType,
 )
-from cartd.kd.context import CONTEXT_FULL, Amd64Register, read_register, with_register
+from cartd.kd.context import CONTEXT_FULL
 from cartd.kd.debug_io import get_string_reply_message, pull_debug_io, push_debug_io
 from cartd.kd.debugger_data import (
-    KDBG_HEADER_SIZE,
     DebuggerData,
-    KdbgError,
-    pull_debugger_data,
-    pull_kdbg_header,
 )
 from cartd.kd.errors import KdDecodeError, KdUsageError
 from cartd.kd.events import (
     DebugPrint,
     FileIoRefused,
     HostEvent,
-    MemoryRead,
-    MemoryWritten,
     PromptReceived,
     ProtocolNoise,
     RequestCompleted,
@@ -99,29 +89,13 @@ from cartd.kd.framing import (
 )
 from cartd.kd.manipulate import (
     ContextEx,
-    Continue,
-    GetContext,
     GetVersion,
-    ManipulateBody,
     ManipulateMessage,
-    Msr,
-    RawUnion,
     ReadMemory,
-    RestoreBreakpoint,
-    SetContext,
-    WriteBreakpoint,
     pull_manipulate,
     push_manipulate,
 )
-from cartd.kd.modules import (
-    LDR_ENTRY_READ_SIZE,
-    MAX_MODULES,
-    LoadedModule,
-    decode_module_name,
-    pull_module_entry,
-)
-from cartd.kd.state_change import ExceptionRecord, StateChangeMessage, pull_state_change
-from cartd.kd.stops import StopReason, choose_continue_status, classify_stop, needs_pc_skip
+from cartd.kd.state_change import StateChangeMessage, pull_state_change
 
 # Requests whose effect is that the target leaves the debugger; they have no reply.
 _RESUMING_APIS = frozenset(
@@ -141,22 +115,10 @@ class TargetState(Enum):
     RESUMING = "resuming"  # a Continue/Reboot is on its way
 
 
-class RequestError(Exception):
-    """Thrown into a plan when one of its requests fails; becomes RequestFailed."""
-
-    def __init__(self, reason: str, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
-
-Plan = Generator[ManipulateMessage, ManipulateMessage | None, object]
-
-
 @dataclass(slots=True)
 class _Operation:
     token: int
-    plan: Plan
+    plan: plans.Plan
     pending: ManipulateMessage | None = None
     # Internal operations (stop analysis) report through `on_done` instead of events.
     on_done: Callable[[object], None] | None = None
@@ -259,11 +221,9 @@ class KdHost:
         # Prompt and FILE_IO replies: the target waits for them, so they go before requests.
         self._replies: deque[tuple[int, bytes]] = deque()
         self._next_token = 1
-        self._planted: set[int] = set()
         self._break_in_requested = False
 
-        self.version: GetVersion | None = None
-        self.debugger_data: DebuggerData | None = None
+        self.facts = plans.TargetFacts()
         self._fatal_scanner = FatalSystemErrorScanner()
         self._fatal_print: BugcheckInfo | None = None
 
@@ -349,50 +309,56 @@ class KdHost:
         return self._stop if self._stop_reported else None
 
     @property
+    def version(self) -> GetVersion | None:
+        """GetVersion's answer, once asked (cached until the target reboots)."""
+        return self.facts.version
+
+    @property
+    def debugger_data(self) -> DebuggerData | None:
+        """KDDEBUGGER_DATA64, once read (cached until the target reboots)."""
+        return self.facts.debugger_data
+
+    @property
     def planted_breakpoints(self) -> frozenset[int]:
-        return frozenset(self._planted)
+        return frozenset(self.facts.planted)
 
     # Typed requests. Each returns a token; the result comes as RequestCompleted.
 
     def get_version(self, *, now: float) -> int:
-        return self._submit(self._plan_get_version(), now)
+        return self._submit(plans.get_version(self._requests(), self.facts), now)
 
     def read_virtual_memory(self, address: int, size: int, *, now: float) -> int:
-        return self._submit(
-            self._plan_read(ManipulateApi.READ_VIRTUAL_MEMORY, address, size, 0), now
-        )
+        api = ManipulateApi.READ_VIRTUAL_MEMORY
+        return self._submit(plans.read(self._requests(), api, address, size), now)
 
     def read_physical_memory(self, address: int, size: int, *, caching: int = 0, now: float) -> int:
         """`caching`: 0 default, 1 cached, 2 uncached, 3 write-combined."""
-        return self._submit(
-            self._plan_read(ManipulateApi.READ_PHYSICAL_MEMORY, address, size, caching), now
-        )
+        api = ManipulateApi.READ_PHYSICAL_MEMORY
+        return self._submit(plans.read(self._requests(), api, address, size, flags=caching), now)
 
     def read_control_space(
         self, address: int, size: int, *, processor: int | None = None, now: float
     ) -> int:
         """AMD64 control space: 0 KPCR, 1 KPRCB, 2 KSPECIAL_REGISTERS, 3 KTHREAD."""
-        return self._submit(
-            self._plan_read(ManipulateApi.READ_CONTROL_SPACE, address, size, 0, processor), now
-        )
+        api = ManipulateApi.READ_CONTROL_SPACE
+        plan = plans.read(self._requests(), api, address, size, processor=processor)
+        return self._submit(plan, now)
 
     def write_virtual_memory(self, address: int, data: bytes, *, now: float) -> int:
-        return self._submit(
-            self._plan_write(ManipulateApi.WRITE_VIRTUAL_MEMORY, address, data), now
-        )
+        api = ManipulateApi.WRITE_VIRTUAL_MEMORY
+        return self._submit(plans.write(self._requests(), api, address, data), now)
 
     def write_physical_memory(self, address: int, data: bytes, *, now: float) -> int:
-        return self._submit(
-            self._plan_write(ManipulateApi.WRITE_PHYSICAL_MEMORY, address, data), now
-        )
+        api = ManipulateApi.WRITE_PHYSICAL_MEMORY
+        return self._submit(plans.write(self._requests(), api, address, data), now)
 
     def get_context(self, *, processor: int | None = None, now: float) -> int:
-        return self._submit(self._plan_get_context(processor), now)
+        return self._submit(plans.get_context(self._requests(), processor), now)
 
     def get_context_ex(
         self, offset: int, size: int, *, processor: int | None = None, now: float
     ) -> int:
-        return self._submit(self._plan_get_context_ex(offset, size, processor), now)
+        return self._submit(plans.get_context_ex(self._requests(), offset, size, processor), now)
 
     def set_context(
         self,
@@ -402,297 +368,54 @@ class KdHost:
         processor: int | None = None,
         now: float,
     ) -> int:
-        return self._submit(self._plan_set_context(context, flags, processor), now)
+        plan = plans.set_context(self._requests(), context, flags, processor)
+        return self._submit(plan, now)
 
     def write_breakpoint(self, address: int, *, now: float) -> int:
-        return self._submit(self._plan_write_breakpoint(address), now)
+        return self._submit(plans.write_breakpoint(self._requests(), self.facts, address), now)
 
     def restore_breakpoint(self, handle: int, *, now: float) -> int:
-        return self._submit(self._plan_restore_breakpoint(handle), now)
+        return self._submit(plans.restore_breakpoint(self._requests(), handle), now)
 
     def read_msr(self, msr: int, *, now: float) -> int:
-        return self._submit(self._plan_msr(ManipulateApi.READ_MSR, msr, 0), now)
+        return self._submit(plans.msr(self._requests(), ManipulateApi.READ_MSR, msr, 0), now)
 
     def write_msr(self, msr: int, value: int, *, now: float) -> int:
-        return self._submit(self._plan_msr(ManipulateApi.WRITE_MSR, msr, value), now)
+        return self._submit(plans.msr(self._requests(), ManipulateApi.WRITE_MSR, msr, value), now)
 
     def list_modules(self, *, now: float) -> int:
         """Walk PsLoadedModuleList (from GetVersion); result: a list of LoadedModule."""
-        return self._submit(self._plan_list_modules(), now)
+        return self._submit(plans.list_modules(self._requests(), self.facts), now)
 
     def resume(self, *, status: int | None = None, now: float) -> int:
         """Leave the stop the right way: step RIP past a hard-coded int3 (spec 4.2), then
         Continue with `status` or the policy's choice. Result: the status used."""
         stop = self._require_stopped()
-        token = self._submit(self._plan_resume(stop, status), now)
-        self.state = TargetState.RESUMING
-        return token
+        plan = plans.resume(self._requests(), self.facts, stop, status)
+        return self._submit(plan, now, resumes=True)
 
     def reboot(self, *, now: float) -> int:
-        self._require_stopped()
-        token = self._submit(self._plan_single(self._message(ManipulateApi.REBOOT)), now)
-        self.state = TargetState.RESUMING
-        return token
+        message = self._requests().message(ManipulateApi.REBOOT)
+        return self._submit(plans.send_only(message), now, resumes=True)
 
     def cause_bugcheck(self, *, now: float) -> int:
         """DbgKdCauseBugCheckApi: the target bugchecks with MANUALLY_INITIATED_CRASH (0xE2)."""
-        self._require_stopped()
-        message = self._message(ManipulateApi.CAUSE_BUGCHECK)
-        token = self._submit(self._plan_single(message), now)
-        self.state = TargetState.RESUMING
-        return token
+        message = self._requests().message(ManipulateApi.CAUSE_BUGCHECK)
+        return self._submit(plans.send_only(message), now, resumes=True)
 
     def request(self, message: ManipulateMessage, *, now: float) -> int:
         """Send any manipulate request as is; the result is the decoded reply (or None for
         the APIs that have no reply). ReturnStatus is not checked."""
-        if message.api in _RESUMING_APIS:
-            self._require_stopped()
-            token = self._submit(self._plan_raw(message), now)
-            self.state = TargetState.RESUMING
-            return token
-        return self._submit(self._plan_raw(message), now)
+        resumes = message.api in _RESUMING_APIS
+        return self._submit(plans.raw_request(message), now, resumes=resumes)
 
-    # ------------------------------------------------------------------ plans
-
-    def _message(
-        self,
-        api: int,
-        body: ManipulateBody | None = None,
-        data: bytes = b"",
-        processor: int | None = None,
-    ) -> ManipulateMessage:
-        if processor is None:
-            processor = self._stop.processor if self._stop is not None else 0
-        return ManipulateMessage(
-            api=api,
-            processor_level=self._stop.processor_level if self._stop is not None else 0,
-            processor=processor,
-            return_status=0,
-            body=body if body is not None else RawUnion(),
-            data=data,
+    def _requests(self) -> plans.Requests:
+        stop = self._require_stopped()
+        return plans.Requests(
+            processor=stop.processor,
+            processor_level=stop.processor_level,
+            max_transfer=self._tuning.max_transfer,
         )
-
-    def _exchange(
-        self, message: ManipulateMessage
-    ) -> Generator[ManipulateMessage, ManipulateMessage | None, ManipulateMessage]:
-        """Send one request and return its reply, failing on a bad ReturnStatus."""
-        reply = yield message
-        assert reply is not None
-        if reply.return_status != NtStatus.SUCCESS:
-            raise RequestError(
-                f"target returned {reply.return_status:#010x} for {_api_name(message.api)}",
-                reply.return_status,
-            )
-        return reply
-
-    def _plan_single(self, message: ManipulateMessage) -> Plan:
-        yield message
-        return None
-
-    def _plan_raw(self, message: ManipulateMessage) -> Plan:
-        reply = yield message
-        return reply
-
-    def _plan_get_version(self) -> Plan:
-        reply = yield from self._exchange(self._message(ManipulateApi.GET_VERSION, GetVersion()))
-        if not isinstance(reply.body, GetVersion):
-            raise RequestError("GetVersion reply has no version body")
-        self.version = reply.body
-        return reply.body
-
-    def _cached_version(self) -> Generator[ManipulateMessage, ManipulateMessage | None, GetVersion]:
-        """GetVersion once per boot: the answer does not change until the target reboots."""
-        if self.version is not None:
-            return self.version
-        version = yield from self._plan_get_version()
-        assert isinstance(version, GetVersion)
-        return version
-
-    def _plan_read(
-        self, api: int, address: int, size: int, flags: int, processor: int | None = None
-    ) -> Plan:
-        data = bytearray()
-        status: int = NtStatus.SUCCESS
-        while len(data) < size:
-            count = min(size - len(data), self._tuning.max_transfer)
-            where = address + len(data)
-            body = ReadMemory(address=where, transfer_count=count, actual_bytes=flags)
-            reply = yield self._message(api, body, processor=processor)
-            assert reply is not None
-            status = reply.return_status
-            actual = reply.body.actual_bytes if isinstance(reply.body, ReadMemory) else 0
-            chunk = reply.data[: min(actual, count)]
-            data += chunk
-            if len(chunk) < count:
-                break  # partial: a page boundary or an unmapped page ends the read here
-        return MemoryRead(address=address, requested=size, data=bytes(data), status=status)
-
-    def _plan_write(self, api: int, address: int, data: bytes) -> Plan:
-        written = 0
-        while written < len(data):
-            chunk = data[written : written + self._tuning.max_transfer]
-            body = ReadMemory(address=address + written, transfer_count=len(chunk), actual_bytes=0)
-            reply = yield self._message(api, body, chunk)
-            assert reply is not None
-            actual = reply.body.actual_bytes if isinstance(reply.body, ReadMemory) else 0
-            written += min(actual, len(chunk))
-            if reply.return_status != NtStatus.SUCCESS or actual < len(chunk):
-                break
-        return MemoryWritten(address=address, requested=len(data), written=written)
-
-    def _plan_get_context(self, processor: int | None) -> Plan:
-        reply = yield from self._exchange(
-            self._message(ManipulateApi.GET_CONTEXT, GetContext(), processor=processor)
-        )
-        return reply.data
-
-    def _plan_get_context_ex(self, offset: int, size: int, processor: int | None) -> Plan:
-        body = ContextEx(offset=offset, byte_count=size, bytes_copied=0)
-        reply = yield from self._exchange(
-            self._message(ManipulateApi.GET_CONTEXT_EX, body, processor=processor)
-        )
-        return reply.data
-
-    def _plan_set_context(self, context: bytes, flags: int, processor: int | None) -> Plan:
-        yield from self._exchange(
-            self._message(
-                ManipulateApi.SET_CONTEXT, SetContext(context_flags=flags), context, processor
-            )
-        )
-        return None
-
-    def _plan_write_breakpoint(self, address: int) -> Plan:
-        reply = yield from self._exchange(
-            self._message(
-                ManipulateApi.WRITE_BREAKPOINT, WriteBreakpoint(address=address, handle=0)
-            )
-        )
-        self._planted.add(address)
-        handle = reply.body.handle if isinstance(reply.body, WriteBreakpoint) else 0
-        return handle
-
-    def _plan_restore_breakpoint(self, handle: int) -> Plan:
-        yield from self._exchange(
-            self._message(ManipulateApi.RESTORE_BREAKPOINT, RestoreBreakpoint(handle=handle))
-        )
-        return None
-
-    def _plan_msr(self, api: int, msr: int, value: int) -> Plan:
-        reply = yield from self._exchange(self._message(api, Msr(msr=msr, value=value)))
-        return reply.body.value if isinstance(reply.body, Msr) else 0
-
-    def _plan_resume(self, stop: StateChangeMessage, status: int | None) -> Plan:
-        if needs_pc_skip(stop, frozenset(self._planted)):
-            context = yield from self._plan_get_context_data(stop.processor)
-            rip = read_register(context, Amd64Register.RIP)
-            yield from self._exchange(
-                self._message(
-                    ManipulateApi.SET_CONTEXT,
-                    SetContext(context_flags=CONTEXT_FULL),
-                    with_register(context, Amd64Register.RIP, rip + 1),
-                )
-            )
-        chosen = choose_continue_status(stop) if status is None else status
-        yield self._message(ManipulateApi.CONTINUE, Continue(status=chosen))
-        return chosen
-
-    def _plan_get_context_data(
-        self, processor: int
-    ) -> Generator[ManipulateMessage, ManipulateMessage | None, bytes]:
-        reply = yield from self._exchange(
-            self._message(ManipulateApi.GET_CONTEXT, GetContext(), processor=processor)
-        )
-        return reply.data
-
-    def _plan_list_modules(self) -> Plan:
-        version = yield from self._cached_version()
-        head = version.ps_loaded_module_list
-        if not head:
-            raise RequestError("the target reports no PsLoadedModuleList")
-        modules: list[LoadedModule] = []
-        raw_head = yield from self._read_exact(head, 8)
-        (link,) = struct.unpack("<Q", raw_head)
-        while link != head:
-            if len(modules) >= MAX_MODULES:
-                raise RequestError(f"module list longer than {MAX_MODULES} entries: corrupt?")
-            raw = yield from self._read_exact(link, LDR_ENTRY_READ_SIZE)
-            entry = pull_module_entry(raw, address=link)
-            name = yield from self._read_exact(entry.name_buffer, entry.name_length)
-            modules.append(
-                LoadedModule(name=decode_module_name(name), base=entry.base, size=entry.size)
-            )
-            link = entry.flink
-        return modules
-
-    def _plan_debugger_data(
-        self,
-    ) -> Generator[ManipulateMessage, ManipulateMessage | None, DebuggerData | None]:
-        """Learn KDBG once per boot (spec section 8 steps 1-2). None if the target has none
-        yet (a boot debugger reports DebuggerDataList = 0)."""
-        if self.debugger_data is not None:
-            return self.debugger_data
-        version = yield from self._cached_version()
-        if not version.debugger_data_list:
-            return None
-        head = yield from self._read_exact(version.debugger_data_list, 8)
-        (flink,) = struct.unpack("<Q", head)
-        header = yield from self._read_exact(flink, KDBG_HEADER_SIZE)
-        size = pull_kdbg_header(header)
-        block = yield from self._read_exact(flink, size)
-        self.debugger_data = pull_debugger_data(block, address=flink)
-        return self.debugger_data
-
-    def _read_exact(
-        self, address: int, size: int
-    ) -> Generator[ManipulateMessage, ManipulateMessage | None, bytes]:
-        result = yield from self._plan_read(ManipulateApi.READ_VIRTUAL_MEMORY, address, size, 0)
-        assert isinstance(result, MemoryRead)
-        if not result.complete:
-            raise RequestError(
-                f"could read only {len(result.data)} of {size} bytes at {address:#x}"
-            )
-        return result.data
-
-    def _plan_analyse(self, stop: StateChangeMessage) -> Plan:
-        """Rule 6: turn a raw stop into a StateChanged with its reason (and bugcheck)."""
-        reason = classify_stop(stop)
-        bugcheck: BugcheckInfo | None = None
-        if reason is StopReason.BREAKPOINT and self._analyse_stops:
-            try:
-                kdbg = yield from self._plan_debugger_data()
-                if kdbg is not None and stop.program_counter == kdbg.breakpoint_with_status:
-                    context = yield from self._plan_get_context_data(stop.processor)
-                    reason = classify_stop(
-                        stop,
-                        breakpoint_with_status=kdbg.breakpoint_with_status,
-                        status_argument=read_register(context, Amd64Register.RCX),
-                    )
-                    if reason.is_bugcheck:
-                        bugcheck = yield from self._plan_bugcheck(kdbg)
-            except (RequestError, KdbgError, KdDecodeError):
-                pass  # report the stop with what we know; the session may look again
-            if reason is StopReason.BREAKPOINT and self._break_in_requested:
-                reason = StopReason.BREAK_IN
-        self._break_in_requested = False
-        return StateChanged(
-            message=stop,
-            reason=reason,
-            first_chance=stop.body.first_chance if isinstance(stop.body, ExceptionRecord) else True,
-            bugcheck=bugcheck,
-        )
-
-    def _plan_bugcheck(
-        self, kdbg: DebuggerData
-    ) -> Generator[ManipulateMessage, ManipulateMessage | None, BugcheckInfo | None]:
-        fallback, self._fatal_print = self._fatal_print, None
-        raw: bytes | None = None
-        if kdbg.ki_bugcheck_data:
-            read = yield from self._plan_read(
-                ManipulateApi.READ_VIRTUAL_MEMORY, kdbg.ki_bugcheck_data, KI_BUGCHECK_DATA_SIZE, 0
-            )
-            assert isinstance(read, MemoryRead)
-            raw = read.data
-        return recover_bugcheck(kdbg=kdbg, ki_bugcheck_raw=raw, fatal_print=fallback)
 
     # ------------------------------------------------------------------ request machinery
 
@@ -701,8 +424,11 @@ class KdHost:
             raise KdUsageError(f"the target is {self.state.value}; requests need a stopped target")
         return self._stop
 
-    def _submit(self, plan: Plan, now: float) -> int:
+    def _submit(self, plan: plans.Plan, now: float, *, resumes: bool = False) -> int:
+        """Queue a plan. `resumes`: it ends the stop, so nothing may be queued after it."""
         self._require_stopped()
+        if resumes:
+            self.state = TargetState.RESUMING
         token = self._next_token
         self._next_token += 1
         operation = _Operation(token, plan)
@@ -726,13 +452,13 @@ class KdHost:
         else:
             self._events.append(RequestCompleted(token=operation.token, result=result))
 
-    def _fail(self, operation: _Operation, error: RequestError) -> None:
+    def _fail(self, operation: _Operation, error: plans.RequestError) -> None:
         """Throw the failure into the plan; it may recover and continue."""
         try:
             operation.pending = operation.plan.throw(error)
         except StopIteration as done:
             self._finish(operation, done.value)
-        except RequestError as final:
+        except plans.RequestError as final:
             if operation.on_done is not None:
                 operation.on_done(None)
             else:
@@ -747,7 +473,7 @@ class KdHost:
             operation.pending = operation.plan.send(reply)
         except StopIteration as done:
             self._finish(operation, done.value)
-        except RequestError as error:
+        except plans.RequestError as error:
             if operation.on_done is not None:
                 operation.on_done(None)
             else:
@@ -834,9 +560,9 @@ class KdHost:
         if operation is not None:
             self._fail(
                 operation,
-                RequestError(
+                plans.RequestError(
                     f"no {'reply' if flight.acked else 'acknowledgement'} to "
-                    f"{_api_name(flight.api)} after {self._tuning.max_retries} tries"
+                    f"{plans.api_name(flight.api)} after {self._tuning.max_retries} tries"
                 ),
             )
 
@@ -942,9 +668,7 @@ class KdHost:
         self._ids_known = True
         self._held = None
         if announce:
-            self.version = None
-            self.debugger_data = None
-            self._planted.clear()
+            self.facts = plans.TargetFacts()
             self._abandon_all("the target rebooted")
             self.state = TargetState.RUNNING
             self._stop = None
@@ -1040,7 +764,17 @@ class KdHost:
         self.state = TargetState.STOPPED
         self._stop = stop
         self._stop_reported = False
-        operation = _Operation(0, self._plan_analyse(stop), on_done=self._analysis_done)
+        fatal_print, self._fatal_print = self._fatal_print, None
+        break_in_requested, self._break_in_requested = self._break_in_requested, False
+        plan = plans.analyse_stop(
+            plans.Requests(stop.processor, stop.processor_level, self._tuning.max_transfer),
+            self.facts,
+            stop,
+            look_closer=self._analyse_stops,
+            break_in_requested=break_in_requested,
+            fatal_print=fatal_print,
+        )
+        operation = _Operation(0, plan, on_done=self._analysis_done)
         if self._start_operation(operation):
             self._operations.appendleft(operation)
 
@@ -1087,12 +821,3 @@ def _answers(request: ManipulateMessage, reply: ManipulateMessage) -> bool:
     if isinstance(asked, ContextEx) and isinstance(answered, ContextEx):
         return answered.offset == asked.offset
     return True
-
-
-def _api_name(api: int | None) -> str:
-    if api is None:
-        return "reply"
-    try:
-        return ManipulateApi(api).name
-    except ValueError:
-        return f"API {api:#06x}"
