@@ -33,9 +33,8 @@ import pytest
 
 from cartd.cli import build_parser
 from cartd.kd.constants import DbgStatus
-from cartd.kd.context import Amd64Register, read_register, with_register
+from cartd.kd.context import Amd64Register, KSpecialRegister, read_register, with_register
 from cartd.sim.command import build_target
-from cartd.sim.kernel_layout import SpecialRegister
 from cartd.sim.machine import SimulatedMachine
 from cartd.sim.memory import pml4_index
 
@@ -87,11 +86,11 @@ CONTEXT_REGISTERS = {
 }
 # ...and these come from KSPECIAL_REGISTERS (ReadControlSpace 2).
 SPECIAL_REGISTERS = {
-    "cr0": SpecialRegister.CR0,
-    "cr2": SpecialRegister.CR2,
-    "cr3": SpecialRegister.CR3,
-    "cr4": SpecialRegister.CR4,
-    "cr8": SpecialRegister.CR8,
+    "cr0": KSpecialRegister.CR0,
+    "cr2": KSpecialRegister.CR2,
+    "cr3": KSpecialRegister.CR3,
+    "cr4": KSpecialRegister.CR4,
+    "cr8": KSpecialRegister.CR8,
 }
 _REGISTER_PAIR = re.compile(r"\b(r[a-z0-9]{1,2}|cr\d|[cdefgs]s)\s+([0-9a-f`]{4,17})\b")
 _BYTES_LINE = re.compile(r"^([0-9a-f`]{8,17})  ((?:[0-9a-f?]{2}[ -])*[0-9a-f?]{2})(?:  |$)")
@@ -415,8 +414,8 @@ def _break_in_context(machine: SimulatedMachine) -> bytes:
 
 def _expected_registers(context: bytes, special: bytes) -> dict[str, int]:
     expected = {name: read_register(context, field) for name, field in CONTEXT_REGISTERS.items()}
-    for name, offset in SPECIAL_REGISTERS.items():
-        expected[name] = struct.unpack_from("<Q", special, offset)[0]
+    for name, register in SPECIAL_REGISTERS.items():
+        expected[name] = read_register(special, register)
     return expected
 
 

@@ -36,10 +36,12 @@ from cartd.kd.context import (
     CONTEXT_INTEGER,
     CONTEXT_SEGMENTS,
     KSPECIAL_REGISTERS_NTOSEYE_READ_SIZE,
+    KSPECIAL_REGISTERS_SIZE,
     KSPECIAL_REGISTERS_WINDBG_READ_SIZE,
     Amd64ControlSpace,
     Amd64Register,
     KSpecialRegister,
+    pack_register,
     read_register,
     with_register,
 )
@@ -810,10 +812,23 @@ def test_context_flag_values() -> None:
         (Amd64Register.R8, 0xB8, "Q"),
         (Amd64Register.R15, 0xF0, "Q"),
         (Amd64Register.RIP, 0xF8, "Q"),
+        (Amd64Register.FLT_CONTROL_WORD, 0x100, "H"),
+        (Amd64Register.FLT_MX_CSR, 0x118, "I"),
+        (Amd64Register.FLT_MX_CSR_MASK, 0x11C, "I"),
         (KSpecialRegister.CR0, 0x00, "Q"),
         (KSpecialRegister.CR3, 0x10, "Q"),
         (KSpecialRegister.KERNEL_DR2, 0x30, "Q"),
         (KSpecialRegister.KERNEL_DR7, 0x48, "Q"),
+        (KSpecialRegister.GDTR_LIMIT, 0x56, "H"),
+        (KSpecialRegister.GDTR_BASE, 0x58, "Q"),
+        (KSpecialRegister.IDTR_LIMIT, 0x66, "H"),
+        (KSpecialRegister.TR, 0x70, "H"),
+        (KSpecialRegister.LDTR, 0x72, "H"),
+        (KSpecialRegister.MX_CSR, 0x74, "I"),
+        (KSpecialRegister.CR8, 0xA0, "Q"),
+        (KSpecialRegister.MSR_GS_BASE, 0xA8, "Q"),
+        (KSpecialRegister.XCR0, 0xD8, "Q"),
+        (KSpecialRegister.MSR_FS_BASE, 0xE0, "Q"),
     ],
 )
 def test_register_offsets(
@@ -843,6 +858,12 @@ def test_with_register_keeps_other_bytes_and_checks_ranges() -> None:
     # A KSPECIAL_REGISTERS value equal to a CONTEXT offset must still read 8 bytes.
     special = struct.pack("<7Q", 0, 0, 0, 0, 0, 0, 0xAABBCCDD11223344)
     assert read_register(special, KSpecialRegister.KERNEL_DR2) == 0xAABBCCDD11223344
+    # ...and widths go both ways: Tr (u16) shares 0x70 with Dr7 (u64).
+    assert KSpecialRegister.TR == Amd64Register.DR7
+    block = bytearray(b"\xff" * KSPECIAL_REGISTERS_SIZE)
+    pack_register(block, KSpecialRegister.TR, 0x40)
+    assert block[0x70:0x78] == b"\x40\x00" + b"\xff" * 6
+    assert read_register(block, Amd64Register.DR7) == 0xFFFFFFFFFFFF0040
 
 
 # --- Property tests: round trips ----------------------------------------------------------------
@@ -1095,10 +1116,12 @@ def test_file_io_round_trip(message: FileIoMessage) -> None:
 
 def register_bits(register: Amd64Register | KSpecialRegister) -> int:
     if isinstance(register, KSpecialRegister):
-        return 64
-    if register.name.startswith("SEG_"):
+        if register.name.endswith("_LIMIT") or register.name in ("TR", "LDTR"):
+            return 16
+        return 32 if register.name == "MX_CSR" else 64
+    if register.name.startswith("SEG_") or register.name == "FLT_CONTROL_WORD":
         return 16
-    if register in (Amd64Register.CONTEXT_FLAGS, Amd64Register.MX_CSR, Amd64Register.EFLAGS):
+    if register.name in ("CONTEXT_FLAGS", "EFLAGS") or "MX_CSR" in register.name:
         return 32
     return 64
 

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cartd.kd.context import AMD64_CONTEXT_SIZE, KSPECIAL_REGISTERS_SIZE, KSpecialRegister
 from cartd.kd.debugger_data import (
     KDBG_OWNER_TAG,
     DebuggerData,
@@ -25,17 +26,14 @@ from cartd.kd.debugger_data import (
     pull_debugger_data,
     pull_physical_memory_descriptor,
 )
+from cartd.kd.modules import LdrEntry
 from cartd.sim.kernel_layout import (
-    CONTEXT_SIZE,
-    KSPECIAL_REGISTERS_SIZE,
     Eprocess,
     Kpcr,
     Kprcb,
     Kthread,
     KuserSharedData,
-    LdrEntry,
     Msr,
-    SpecialRegister,
 )
 from cartd.sim.machine import (
     BOOT_DRIVERS,
@@ -476,7 +474,7 @@ def test_bugcheck_data_is_zero_until_a_bugcheck() -> None:
     words = struct.unpack("<5Q", machine.read_virtual(kdbg.ki_bugcheck_data, 40))
     assert words == (0x9F, 3, 0xFFFFA00012345678, 0xFFFFF8057A2F3340, 0)
     assert machine.bugcheck == (0x9F, (3, 0xFFFFA00012345678, 0xFFFFF8057A2F3340, 0))
-    assert machine.read_virtual(kdbg.saved_context, CONTEXT_SIZE) == bytes(machine.context(1))
+    assert machine.read_virtual(kdbg.saved_context, AMD64_CONTEXT_SIZE) == bytes(machine.context(1))
     machine.clear_bugcheck()
     assert machine.bugcheck is None
 
@@ -485,7 +483,7 @@ def test_registers_are_plausible() -> None:
     machine = SimulatedMachine(MachineConfig(seed=8, processors=2))
     for number, state in enumerate(machine.processor_states):
         context = machine.context(number)
-        assert len(context) == CONTEXT_SIZE
+        assert len(context) == AMD64_CONTEXT_SIZE
         assert struct.unpack_from("<I", context, 0x30)[0] & 0x00100000  # CONTEXT_AMD64
         assert struct.unpack_from("<HH", context, 0x38)[0] == 0x10  # SegCs
         assert struct.unpack_from("<H", context, 0x42)[0] == 0x18  # SegSs
@@ -497,14 +495,14 @@ def test_registers_are_plausible() -> None:
         assert machine.translate(state.stack_limit - 1) is None  # guard page below the stack
         special = machine.special_registers(number)
         assert len(special) == KSPECIAL_REGISTERS_SIZE >= 0xE0
-        assert u64(special, SpecialRegister.CR3) == machine.cr3
-        assert u64(special, SpecialRegister.CR0) & 0x80000001 == 0x80000001  # PG | PE
+        assert u64(special, KSpecialRegister.CR3) == machine.cr3
+        assert u64(special, KSpecialRegister.CR0) & 0x80000001 == 0x80000001  # PG | PE
         assert machine.read_msr(Msr.EFER, number) == 0xD01
         lstar = machine.read_msr(Msr.LSTAR, number)
         assert lstar is not None
         assert machine.kernel_base <= lstar < machine.kernel_base + machine.kernel_size
         assert machine.read_msr(Msr.GS_BASE, number) == state.kpcr == machine.kpcr_address(number)
-        assert u64(special, SpecialRegister.MSR_GS_BASE) == state.kpcr
+        assert u64(special, KSpecialRegister.MSR_GS_BASE) == state.kpcr
         thread = machine.read_virtual(state.thread, 0x60)
         assert u64(thread, Kthread.STACK_BASE) == state.stack_base
     assert machine.read_msr(0xDEADBEEF) is None

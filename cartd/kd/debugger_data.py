@@ -48,6 +48,7 @@ class KdbgOffset(IntEnum):
     MM_PAGE_SIZE = 0x138  # MmPageSize (value)
     MM_HIGHEST_USER_ADDRESS = 0x1C8  # MmHighestUserAddress
     MM_SYSTEM_RANGE_START = 0x1D0  # MmSystemRangeStart
+    MM_USER_PROBE_ADDRESS = 0x1D8  # MmUserProbeAddress (value)
     KD_PRINT_CIRCULAR_BUFFER = 0x1E0  # KdPrintCircularBuffer
     NT_BUILD_LAB = 0x208  # NtBuildLab (address of the string)
     KI_PROCESSOR_BLOCK = 0x218  # KiProcessorBlock (address of KPRCB*[])
@@ -55,11 +56,20 @@ class KdbgOffset(IntEnum):
     MM_PHYSICAL_MEMORY_BLOCK = 0x270  # MmPhysicalMemoryBlock (address of the pointer variable)
     MM_SESSION_BASE = 0x278  # MmSessionBase
     MM_VIRTUAL_TRANSLATION_BASE = 0x290  # MmVirtualTranslationBase
+    OFFSET_KTHREAD_NEXT_PROCESSOR = 0x298  # OffsetKThreadNextProcessor (u16)
+    OFFSET_KTHREAD_TEB = 0x29A  # OffsetKThreadTeb (u16)
+    OFFSET_KTHREAD_KERNEL_STACK = 0x29C  # OffsetKThreadKernelStack (u16)
+    OFFSET_KTHREAD_INITIAL_STACK = 0x29E  # OffsetKThreadInitialStack (u16)
+    OFFSET_KTHREAD_APC_PROCESS = 0x2A0  # OffsetKThreadApcProcess (u16)
+    OFFSET_KTHREAD_STATE = 0x2A2  # OffsetKThreadState (u16)
     SIZE_EPROCESS = 0x2A8  # SizeEProcess (u16)
+    OFFSET_EPROCESS_PEB = 0x2AA  # OffsetEprocessPeb (u16)
     OFFSET_EPROCESS_DIRECTORY_TABLE_BASE = 0x2AE  # OffsetEprocessDirectoryTableBase (u16)
     SIZE_PRCB = 0x2B0  # SizePrcb (u16)
     OFFSET_PRCB_CURRENT_THREAD = 0x2B4  # OffsetPrcbCurrentThread (u16)
     OFFSET_PRCB_PROC_STATE_CONTEXT = 0x2BC  # OffsetPrcbProcStateContext (u16)
+    OFFSET_PRCB_NUMBER = 0x2BE  # OffsetPrcbNumber (u16)
+    SIZE_ETHREAD = 0x2C0  # SizeEThread (u16)
     KE_LOADER_BLOCK = 0x2D8  # KeLoaderBlock
     OFFSET_PRCB_PROC_STATE_SPECIAL_REG = 0x2F2  # OffsetPrcbProcStateSpecialReg (u16)
     OFFSET_PRCB_CONTEXT = 0x338  # OffsetPrcbContext (u16, Win7+)
@@ -152,11 +162,20 @@ _U16_FIELDS = frozenset(
     {
         KdbgOffset.TH_CALLBACK_STACK,
         KdbgOffset.PAE_ENABLED,
+        KdbgOffset.OFFSET_KTHREAD_NEXT_PROCESSOR,
+        KdbgOffset.OFFSET_KTHREAD_TEB,
+        KdbgOffset.OFFSET_KTHREAD_KERNEL_STACK,
+        KdbgOffset.OFFSET_KTHREAD_INITIAL_STACK,
+        KdbgOffset.OFFSET_KTHREAD_APC_PROCESS,
+        KdbgOffset.OFFSET_KTHREAD_STATE,
         KdbgOffset.SIZE_EPROCESS,
+        KdbgOffset.OFFSET_EPROCESS_PEB,
         KdbgOffset.OFFSET_EPROCESS_DIRECTORY_TABLE_BASE,
         KdbgOffset.SIZE_PRCB,
         KdbgOffset.OFFSET_PRCB_CURRENT_THREAD,
         KdbgOffset.OFFSET_PRCB_PROC_STATE_CONTEXT,
+        KdbgOffset.OFFSET_PRCB_NUMBER,
+        KdbgOffset.SIZE_ETHREAD,
         KdbgOffset.OFFSET_PRCB_PROC_STATE_SPECIAL_REG,
         KdbgOffset.OFFSET_PRCB_CONTEXT,
     }

@@ -3,9 +3,12 @@
 Structure offsets are those of shared/vectors/fake-nt/fake_nt.c (which checks them with
 static_asserts, loosely Windows 11 22H2): the built-in kernel uses the same ones, so a host sees
 one layout whether the simulator serves its own kernel or the fake-nt image, and KDDEBUGGER_DATA64
-states them (OffsetKThread*, SizeEProcess ...). CONTEXT and KSPECIAL_REGISTERS follow spec
-section 5.2; KUSER_SHARED_DATA follows the public Windows 10/11 layout, of which spec section 9
-confirms ProductType and SuiteMask.
+states them (OffsetKThread*, SizeEProcess ...). KUSER_SHARED_DATA follows the public Windows 10/11
+layout, of which spec section 9 confirms ProductType and SuiteMask.
+
+What a host reads too lives in the protocol core and is not repeated here: CONTEXT and
+KSPECIAL_REGISTERS in `cartd.kd.context`, KDDEBUGGER_DATA64 in `cartd.kd.debugger_data`,
+KLDR_DATA_TABLE_ENTRY in `cartd.kd.modules`.
 """
 
 from __future__ import annotations
@@ -78,26 +81,8 @@ def read_unicode_string(space: AddressSpace, address: int) -> str:
     return text.decode("utf-16-le", "replace")
 
 
-# --- KLDR_DATA_TABLE_ENTRY ----------------------------------------------------------------------
+# --- KLDR_DATA_TABLE_ENTRY flags (offsets in cartd.kd.modules) -----------------------------------
 
-
-class LdrEntry(IntEnum):
-    """KLDR_DATA_TABLE_ENTRY offsets (fake_nt.c)."""
-
-    IN_LOAD_ORDER_LINKS = 0x00  # InLoadOrderLinks (LIST_ENTRY)
-    DLL_BASE = 0x30  # DllBase
-    ENTRY_POINT = 0x38  # EntryPoint
-    SIZE_OF_IMAGE = 0x40  # SizeOfImage (u32)
-    FULL_DLL_NAME = 0x48  # FullDllName (UNICODE_STRING)
-    BASE_DLL_NAME = 0x58  # BaseDllName (UNICODE_STRING)
-    FLAGS = 0x68  # Flags (u32)
-    LOAD_COUNT = 0x6C  # LoadCount (u16)
-    CHECK_SUM = 0x78  # CheckSum (u32)
-    SIZE_OF_IMAGE_NOT_ROUNDED = 0x98  # SizeOfImageNotRounded (u32)
-    TIME_DATE_STAMP = 0x9C  # TimeDateStamp (u32)
-
-
-LDR_ENTRY_SIZE = 0xA0  # sizeof(KLDR_DATA_TABLE_ENTRY) in fake_nt.c
 # Flags of a loaded kernel module as fake_nt.c's NtLdrEntry has them (LDRP_ENTRY_PROCESSED and
 # LDRP_IMAGE_DLL-style bits); hosts only display them.
 LDR_FLAGS_LOADED = 0x08004000
@@ -178,130 +163,6 @@ KPCR_SIZE = Kpcr.PRCB + KPRCB_SIZE
 # KiProcessorBlock slots in the built-in kernel (MAXIMUM_PROCESSORS is larger on real Windows; a
 # simulated machine is limited to this many processors).
 MAX_PROCESSORS = 64
-
-# --- KDDEBUGGER_DATA64 fields not in cartd.kd.debugger_data.KdbgOffset ----------------------------
-
-
-class KdbgExtra(IntEnum):
-    """More KDDEBUGGER_DATA64 offsets (fake_nt.c's struct, which matches spec section 9).
-
-    All are u16 except MM_USER_PROBE_ADDRESS (u64)."""
-
-    MM_USER_PROBE_ADDRESS = 0x1D8  # MmUserProbeAddress (u64)
-    OFFSET_KTHREAD_NEXT_PROCESSOR = 0x298  # OffsetKThreadNextProcessor
-    OFFSET_KTHREAD_TEB = 0x29A  # OffsetKThreadTeb
-    OFFSET_KTHREAD_KERNEL_STACK = 0x29C  # OffsetKThreadKernelStack
-    OFFSET_KTHREAD_INITIAL_STACK = 0x29E  # OffsetKThreadInitialStack
-    OFFSET_KTHREAD_APC_PROCESS = 0x2A0  # OffsetKThreadApcProcess
-    OFFSET_KTHREAD_STATE = 0x2A2  # OffsetKThreadState
-    OFFSET_EPROCESS_PEB = 0x2AA  # OffsetEprocessPeb
-    OFFSET_PRCB_NUMBER = 0x2BE  # OffsetPrcbNumber
-    SIZE_ETHREAD = 0x2C0  # SizeEThread
-
-
-# --- CONTEXT and KSPECIAL_REGISTERS (spec section 5.2) ------------------------------------------
-
-CONTEXT_SIZE = 0x4D0  # sizeof(CONTEXT) on AMD64
-
-
-class ContextOffset(IntEnum):
-    """AMD64 CONTEXT offsets; u64 unless noted."""
-
-    CONTEXT_FLAGS = 0x30  # ContextFlags (u32)
-    MX_CSR = 0x34  # MxCsr (u32)
-    SEG_CS = 0x38  # SegCs (u16)
-    SEG_DS = 0x3A  # SegDs (u16)
-    SEG_ES = 0x3C  # SegEs (u16)
-    SEG_FS = 0x3E  # SegFs (u16)
-    SEG_GS = 0x40  # SegGs (u16)
-    SEG_SS = 0x42  # SegSs (u16)
-    EFLAGS = 0x44  # EFlags (u32)
-    DR6 = 0x68  # Dr6
-    DR7 = 0x70  # Dr7
-    RAX = 0x78  # Rax
-    RCX = 0x80  # Rcx
-    RDX = 0x88  # Rdx
-    RBX = 0x90  # Rbx
-    RSP = 0x98  # Rsp
-    RBP = 0xA0  # Rbp
-    RSI = 0xA8  # Rsi
-    RDI = 0xB0  # Rdi
-    R8 = 0xB8  # R8
-    R9 = 0xC0  # R9
-    R10 = 0xC8  # R10
-    R11 = 0xD0  # R11
-    R12 = 0xD8  # R12
-    R13 = 0xE0  # R13
-    R14 = 0xE8  # R14
-    R15 = 0xF0  # R15
-    RIP = 0xF8  # Rip
-    FLT_CONTROL_WORD = 0x100  # FltSave.ControlWord (u16)
-    FLT_MX_CSR = 0x118  # FltSave.MxCsr (u32)
-    FLT_MX_CSR_MASK = 0x11C  # FltSave.MxCsr_Mask (u32)
-
-
-CONTEXT_U16_FIELDS = frozenset(
-    {
-        ContextOffset.SEG_CS,
-        ContextOffset.SEG_DS,
-        ContextOffset.SEG_ES,
-        ContextOffset.SEG_FS,
-        ContextOffset.SEG_GS,
-        ContextOffset.SEG_SS,
-        ContextOffset.FLT_CONTROL_WORD,
-    }
-)
-CONTEXT_U32_FIELDS = frozenset(
-    {
-        ContextOffset.CONTEXT_FLAGS,
-        ContextOffset.MX_CSR,
-        ContextOffset.EFLAGS,
-        ContextOffset.FLT_MX_CSR,
-        ContextOffset.FLT_MX_CSR_MASK,
-    }
-)
-CONTEXT_ALL = 0x0010001F  # CONTEXT_AMD64 | CONTROL | INTEGER | SEGMENTS | FLOATING_POINT | DEBUG
-
-# Windows 10+ KSPECIAL_REGISTERS is 0xF0 bytes (MsrFsBase and padding after Xcr0); WinDbg reads
-# 0xE0 of it, ntoseye 0xA8.
-KSPECIAL_REGISTERS_SIZE = 0xF0
-
-
-class SpecialRegister(IntEnum):
-    """AMD64 KSPECIAL_REGISTERS offsets (ReactOS amd64 ketypes.h); u64 unless noted."""
-
-    CR0 = 0x00  # Cr0
-    CR2 = 0x08  # Cr2
-    CR3 = 0x10  # Cr3
-    CR4 = 0x18  # Cr4
-    KERNEL_DR6 = 0x40  # KernelDr6
-    KERNEL_DR7 = 0x48  # KernelDr7
-    GDTR_LIMIT = 0x56  # Gdtr.Limit (u16)
-    GDTR_BASE = 0x58  # Gdtr.Base
-    IDTR_LIMIT = 0x66  # Idtr.Limit (u16)
-    IDTR_BASE = 0x68  # Idtr.Base
-    TR = 0x70  # Tr (u16)
-    LDTR = 0x72  # Ldtr (u16)
-    MX_CSR = 0x74  # MxCsr (u32)
-    CR8 = 0xA0  # Cr8
-    MSR_GS_BASE = 0xA8  # MsrGsBase
-    MSR_GS_SWAP = 0xB0  # MsrGsSwap
-    MSR_STAR = 0xB8  # MsrStar
-    MSR_LSTAR = 0xC0  # MsrLStar
-    MSR_CSTAR = 0xC8  # MsrCStar
-    MSR_SYSCALL_MASK = 0xD0  # MsrSyscallMask
-    XCR0 = 0xD8  # Xcr0
-    MSR_FS_BASE = 0xE0  # MsrFsBase
-
-
-SPECIAL_U16_FIELDS = frozenset(
-    {
-        SpecialRegister.GDTR_LIMIT,
-        SpecialRegister.IDTR_LIMIT,
-        SpecialRegister.TR,
-        SpecialRegister.LDTR,
-    }
-)
 
 # --- Model-specific registers (Intel SDM vol. 4, AMD APM vol. 2) --------------------------------
 

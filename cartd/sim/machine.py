@@ -23,7 +23,8 @@ memory, a script loads a driver or raises a bugcheck). It never runs code.
    page allocator and run-time streams from seeds drawn from it), so two machines with the same
    config are byte-identical and a different seed moves the kernel. Never reorder the draws.
 
-The structure layouts are in `cartd.sim.kernel_layout`; KDBG offsets in `cartd.kd.debugger_data`.
+The structure layouts are in `cartd.sim.kernel_layout`; those a host reads too (CONTEXT,
+KSPECIAL_REGISTERS, KDBG, KLDR_DATA_TABLE_ENTRY) in `cartd.kd`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cartd.kd.constants import KUSER_SHARED_DATA_ADDRESS, MachineType
+from cartd.kd.context import (
+    AMD64_CONTEXT_SIZE,
+    CONTEXT_ALL,
+    KSPECIAL_REGISTERS_SIZE,
+    Amd64Register,
+    KSpecialRegister,
+    pack_register,
+    read_register,
+)
 from cartd.kd.debugger_data import (
     KDBG_TYPICAL_SIZE,
     KdbgError,
@@ -44,11 +54,8 @@ from cartd.kd.debugger_data import (
     push_debugger_data,
     push_physical_memory_descriptor,
 )
+from cartd.kd.modules import LDR_ENTRY_SIZE, LdrEntry
 from cartd.sim.kernel_layout import (
-    CONTEXT_ALL,
-    CONTEXT_SIZE,
-    CONTEXT_U16_FIELDS,
-    CONTEXT_U32_FIELDS,
     EFER_VALUE,
     EPROCESS_SIZE,
     ETHREAD_SIZE,
@@ -57,29 +64,22 @@ from cartd.sim.kernel_layout import (
     KERNEL_STACK_SIZE,
     KPCR_SIZE,
     KPRCB_SIZE,
-    KSPECIAL_REGISTERS_SIZE,
     KTHREAD_STATE_RUNNING,
-    LDR_ENTRY_SIZE,
     LDR_FLAGS_LOADED,
     MAX_PROCESSORS,
     NT_PRODUCT_WIN_NT,
     PAT_VALUE,
     PROCESSOR_ARCHITECTURE_AMD64,
-    SPECIAL_U16_FIELDS,
     STAR_VALUE,
     SUITE_MASK_WORKSTATION,
     SYSTEM_PROCESS_ID,
-    ContextOffset,
     Eprocess,
     Ethread,
-    KdbgExtra,
     Kpcr,
     Kprcb,
     Kthread,
     KuserSharedData,
-    LdrEntry,
     Msr,
-    SpecialRegister,
     initialize_list_head,
     insert_tail_list,
     push_ksystem_time,
@@ -239,35 +239,20 @@ class ProcessorState:
     special_registers: bytearray
     msrs: dict[int, int]
 
-    def register(self, offset: ContextOffset) -> int:
-        """A CONTEXT field by offset (u16/u32/u64 as the field is)."""
-        value: int = struct.unpack_from(_context_format(offset), self.context, offset)[0]
-        return value
+    def register(self, register: Amd64Register) -> int:
+        """A CONTEXT field (u16/u32/u64 as the field is)."""
+        return read_register(self.context, register)
 
-    def set_register(self, offset: ContextOffset, value: int) -> None:
-        struct.pack_into(_context_format(offset), self.context, offset, value)
+    def set_register(self, register: Amd64Register, value: int) -> None:
+        pack_register(self.context, register, value)
 
     @property
     def rip(self) -> int:
-        return self.register(ContextOffset.RIP)
+        return self.register(Amd64Register.RIP)
 
     @property
     def rsp(self) -> int:
-        return self.register(ContextOffset.RSP)
-
-
-def _context_format(offset: int) -> str:
-    if offset in CONTEXT_U16_FIELDS:
-        return "<H"
-    if offset in CONTEXT_U32_FIELDS:
-        return "<I"
-    return "<Q"
-
-
-def _special_format(offset: int) -> str:
-    if offset in SPECIAL_U16_FIELDS:
-        return "<H"
-    return "<I" if offset == SpecialRegister.MX_CSR else "<Q"
+        return self.register(Amd64Register.RSP)
 
 
 def nt_version(build_number: int) -> tuple[int, int]:
@@ -394,7 +379,7 @@ _DATA_SYMBOLS: tuple[tuple[str, int, int], ...] = (
     ("NtFullName", 2 * len(KERNEL_FULL_NAME) + 2, 2),
     ("NtBaseName", 2 * len(KERNEL_BASE_NAME) + 2, 2),
     # SavedContext: a real kernel saves the bugcheck CONTEXT in KeBugCheck's frame; ours is here.
-    ("KiBugCheckSavedContext", CONTEXT_SIZE, 16),
+    ("KiBugCheckSavedContext", AMD64_CONTEXT_SIZE, 16),
 )
 _BUILTIN_EXPORTS = (
     "DbgBreakPoint",
@@ -571,8 +556,8 @@ class SimulatedMachine:
         """What a successful Continue2 does: Dr7 into every processor's KernelDr7, Dr6 cleared
         (ReactOS KdpGetStateChange, spec section 5.2)."""
         for state in self.processor_states:
-            struct.pack_into("<Q", state.special_registers, SpecialRegister.KERNEL_DR7, dr7)
-            struct.pack_into("<Q", state.special_registers, SpecialRegister.KERNEL_DR6, 0)
+            pack_register(state.special_registers, KSpecialRegister.KERNEL_DR7, dr7)
+            pack_register(state.special_registers, KSpecialRegister.KERNEL_DR6, 0)
 
     def read_msr(self, msr: int, processor: int = 0) -> int | None:
         """An MSR of one processor; None for an MSR the simulated CPU does not have (a real one
@@ -979,7 +964,7 @@ class SimulatedMachine:
         pool = self._pool
         if not kernel.ki_bugcheck_data:
             kernel.ki_bugcheck_data = pool.allocate(8 * BUGCHECK_DATA_WORDS, 8)
-            kernel.saved_context = pool.allocate(CONTEXT_SIZE, 16)
+            kernel.saved_context = pool.allocate(AMD64_CONTEXT_SIZE, 16)
             kernel.mm_physical_memory_block = pool.allocate(8, 8)
             kernel.mm_pfn_database = pool.allocate(8, 8)
         descriptor = push_physical_memory_descriptor(self.physical.descriptor())
@@ -1097,50 +1082,50 @@ class SimulatedMachine:
         return self._kernel.base + rng.randrange(self._kernel.size) // 8 * 8
 
     def _initial_context(self, kernel: _Kernel, rsp: int) -> bytearray:
-        context = bytearray(CONTEXT_SIZE)
+        context = bytearray(AMD64_CONTEXT_SIZE)
 
-        def put(offset: ContextOffset, value: int) -> None:
-            struct.pack_into(_context_format(offset), context, offset, value)
+        def put(register: Amd64Register, value: int) -> None:
+            pack_register(context, register, value)
 
-        put(ContextOffset.CONTEXT_FLAGS, CONTEXT_ALL)
-        put(ContextOffset.MX_CSR, 0x1F80)
+        put(Amd64Register.CONTEXT_FLAGS, CONTEXT_ALL)
+        put(Amd64Register.MX_CSR, 0x1F80)
         # Kernel selectors of x64 Windows: CS 0x10, SS 0x18, DS/ES/GS 0x2B, FS 0x53 (the TEB
         # selector user mode left loaded).
-        for offset, selector in (
-            (ContextOffset.SEG_CS, 0x10),
-            (ContextOffset.SEG_DS, 0x2B),
-            (ContextOffset.SEG_ES, 0x2B),
-            (ContextOffset.SEG_FS, 0x53),
-            (ContextOffset.SEG_GS, 0x2B),
-            (ContextOffset.SEG_SS, 0x18),
+        for register, selector in (
+            (Amd64Register.SEG_CS, 0x10),
+            (Amd64Register.SEG_DS, 0x2B),
+            (Amd64Register.SEG_ES, 0x2B),
+            (Amd64Register.SEG_FS, 0x53),
+            (Amd64Register.SEG_GS, 0x2B),
+            (Amd64Register.SEG_SS, 0x18),
         ):
-            put(offset, selector)
-        put(ContextOffset.EFLAGS, 0x246)  # IF | ZF | PF | reserved bit 1: idle with interrupts on
-        put(ContextOffset.DR6, 0xFFFF0FF0)  # the architectural reset value
-        put(ContextOffset.DR7, 0x400)
-        for offset in (
-            ContextOffset.RAX,
-            ContextOffset.RCX,
-            ContextOffset.RDX,
-            ContextOffset.RBX,
-            ContextOffset.RSI,
-            ContextOffset.RDI,
-            ContextOffset.R8,
-            ContextOffset.R9,
-            ContextOffset.R10,
-            ContextOffset.R11,
-            ContextOffset.R12,
-            ContextOffset.R13,
-            ContextOffset.R14,
-            ContextOffset.R15,
+            put(register, selector)
+        put(Amd64Register.EFLAGS, 0x246)  # IF | ZF | PF | reserved bit 1: idle with interrupts on
+        put(Amd64Register.DR6, 0xFFFF0FF0)  # the architectural reset value
+        put(Amd64Register.DR7, 0x400)
+        for register in (
+            Amd64Register.RAX,
+            Amd64Register.RCX,
+            Amd64Register.RDX,
+            Amd64Register.RBX,
+            Amd64Register.RSI,
+            Amd64Register.RDI,
+            Amd64Register.R8,
+            Amd64Register.R9,
+            Amd64Register.R10,
+            Amd64Register.R11,
+            Amd64Register.R12,
+            Amd64Register.R13,
+            Amd64Register.R14,
+            Amd64Register.R15,
         ):
-            put(offset, self._plausible_register())
-        put(ContextOffset.RSP, rsp)
-        put(ContextOffset.RBP, rsp + 0x80)
-        put(ContextOffset.RIP, kernel.idle_address)
-        put(ContextOffset.FLT_CONTROL_WORD, 0x27F)  # x87 default control word
-        put(ContextOffset.FLT_MX_CSR, 0x1F80)
-        put(ContextOffset.FLT_MX_CSR_MASK, 0xFFFF)
+            put(register, self._plausible_register())
+        put(Amd64Register.RSP, rsp)
+        put(Amd64Register.RBP, rsp + 0x80)
+        put(Amd64Register.RIP, kernel.idle_address)
+        put(Amd64Register.FLT_CONTROL_WORD, 0x27F)  # x87 default control word
+        put(Amd64Register.FLT_MX_CSR, 0x1F80)
+        put(Amd64Register.FLT_MX_CSR_MASK, 0xFFFF)
         return context
 
     def _initial_msrs(self, kernel: _Kernel, number: int, pcr: int) -> dict[int, int]:
@@ -1168,27 +1153,27 @@ class SimulatedMachine:
 
     def _initial_special_registers(self, gdt: int, idt: int, msrs: dict[int, int]) -> bytearray:
         block = bytearray(KSPECIAL_REGISTERS_SIZE)
-        for offset, value in (
-            (SpecialRegister.CR0, 0x80050033),  # PG | AM | WP | NE | ET | MP | PE
-            (SpecialRegister.CR3, self.cr3),
-            (SpecialRegister.CR4, 0x350EF8),  # what Windows 10/11 runs with (SMEP, SMAP, ...)
-            (SpecialRegister.KERNEL_DR6, 0xFFFF0FF0),
-            (SpecialRegister.KERNEL_DR7, 0x400),
-            (SpecialRegister.GDTR_LIMIT, 0x57),
-            (SpecialRegister.GDTR_BASE, gdt),
-            (SpecialRegister.IDTR_LIMIT, 0xFFF),
-            (SpecialRegister.IDTR_BASE, idt),
-            (SpecialRegister.TR, 0x40),
-            (SpecialRegister.MX_CSR, 0x1F80),
-            (SpecialRegister.MSR_GS_BASE, msrs[Msr.GS_BASE]),
-            (SpecialRegister.MSR_GS_SWAP, msrs[Msr.KERNEL_GS_BASE]),
-            (SpecialRegister.MSR_STAR, msrs[Msr.STAR]),
-            (SpecialRegister.MSR_LSTAR, msrs[Msr.LSTAR]),
-            (SpecialRegister.MSR_CSTAR, msrs[Msr.CSTAR]),
-            (SpecialRegister.MSR_SYSCALL_MASK, msrs[Msr.FMASK]),
-            (SpecialRegister.XCR0, 0x7),  # x87 | SSE | AVX state enabled
+        for register, value in (
+            (KSpecialRegister.CR0, 0x80050033),  # PG | AM | WP | NE | ET | MP | PE
+            (KSpecialRegister.CR3, self.cr3),
+            (KSpecialRegister.CR4, 0x350EF8),  # what Windows 10/11 runs with (SMEP, SMAP, ...)
+            (KSpecialRegister.KERNEL_DR6, 0xFFFF0FF0),
+            (KSpecialRegister.KERNEL_DR7, 0x400),
+            (KSpecialRegister.GDTR_LIMIT, 0x57),
+            (KSpecialRegister.GDTR_BASE, gdt),
+            (KSpecialRegister.IDTR_LIMIT, 0xFFF),
+            (KSpecialRegister.IDTR_BASE, idt),
+            (KSpecialRegister.TR, 0x40),
+            (KSpecialRegister.MX_CSR, 0x1F80),
+            (KSpecialRegister.MSR_GS_BASE, msrs[Msr.GS_BASE]),
+            (KSpecialRegister.MSR_GS_SWAP, msrs[Msr.KERNEL_GS_BASE]),
+            (KSpecialRegister.MSR_STAR, msrs[Msr.STAR]),
+            (KSpecialRegister.MSR_LSTAR, msrs[Msr.LSTAR]),
+            (KSpecialRegister.MSR_CSTAR, msrs[Msr.CSTAR]),
+            (KSpecialRegister.MSR_SYSCALL_MASK, msrs[Msr.FMASK]),
+            (KSpecialRegister.XCR0, 0x7),  # x87 | SSE | AVX state enabled
         ):
-            struct.pack_into(_special_format(offset), block, offset, value)
+            pack_register(block, register, value)
         return block
 
     def _write_kuser_shared_data(self) -> None:
@@ -1273,23 +1258,19 @@ class SimulatedMachine:
             KdbgOffset.OFFSET_EPROCESS_DIRECTORY_TABLE_BASE: Eprocess.DIRECTORY_TABLE_BASE,
             KdbgOffset.SIZE_PRCB: KPRCB_SIZE,
             KdbgOffset.OFFSET_PRCB_CURRENT_THREAD: Kprcb.CURRENT_THREAD,
+            KdbgOffset.MM_USER_PROBE_ADDRESS: MM_USER_PROBE_ADDRESS,
+            KdbgOffset.OFFSET_KTHREAD_NEXT_PROCESSOR: Kthread.NEXT_PROCESSOR,
+            KdbgOffset.OFFSET_KTHREAD_TEB: Kthread.TEB,
+            KdbgOffset.OFFSET_KTHREAD_KERNEL_STACK: Kthread.KERNEL_STACK,
+            KdbgOffset.OFFSET_KTHREAD_INITIAL_STACK: Kthread.INITIAL_STACK,
+            KdbgOffset.OFFSET_KTHREAD_APC_PROCESS: Kthread.APC_STATE_PROCESS,
+            KdbgOffset.OFFSET_KTHREAD_STATE: Kthread.STATE,
+            KdbgOffset.OFFSET_EPROCESS_PEB: Eprocess.PEB,
+            KdbgOffset.OFFSET_PRCB_NUMBER: Kprcb.NUMBER,
+            KdbgOffset.SIZE_ETHREAD: ETHREAD_SIZE,
             **common,
         }
-        block = bytearray(push_debugger_data(fields, size=kernel.kdbg_size))
-        struct.pack_into("<Q", block, KdbgExtra.MM_USER_PROBE_ADDRESS, MM_USER_PROBE_ADDRESS)
-        for extra, value in (
-            (KdbgExtra.OFFSET_KTHREAD_NEXT_PROCESSOR, Kthread.NEXT_PROCESSOR),
-            (KdbgExtra.OFFSET_KTHREAD_TEB, Kthread.TEB),
-            (KdbgExtra.OFFSET_KTHREAD_KERNEL_STACK, Kthread.KERNEL_STACK),
-            (KdbgExtra.OFFSET_KTHREAD_INITIAL_STACK, Kthread.INITIAL_STACK),
-            (KdbgExtra.OFFSET_KTHREAD_APC_PROCESS, Kthread.APC_STATE_PROCESS),
-            (KdbgExtra.OFFSET_KTHREAD_STATE, Kthread.STATE),
-            (KdbgExtra.OFFSET_EPROCESS_PEB, Eprocess.PEB),
-            (KdbgExtra.OFFSET_PRCB_NUMBER, Kprcb.NUMBER),
-            (KdbgExtra.SIZE_ETHREAD, ETHREAD_SIZE),
-        ):
-            struct.pack_into("<H", block, extra, value)
-        space.write_exact(kernel.kdbg, bytes(block))
+        space.write_exact(kernel.kdbg, push_debugger_data(fields, size=kernel.kdbg_size))
         space.write_exact(kernel.debugger_data_list, struct.pack("<QQ", kernel.kdbg, kernel.kdbg))
 
 
