@@ -14,7 +14,7 @@ from cartd.kd.events import StateChanged
 from cartd.kd.host import KdHost
 from cartd.kd.modules import LoadedModule
 from cartd.kd.stops import StopReason
-from cartd.links.streams import open_serial
+from cartd.links.streams import open_pty_pair, open_serial
 from cartd.sim.machine import MachineConfig, SimulatedMachine
 
 SEED = 4
@@ -94,3 +94,43 @@ async def test_connect_walk_modules_and_catch_a_bugcheck(
     finally:
         stream.close()
         reader.cancel()
+
+
+async def test_sim_serves_a_given_serial_device() -> None:
+    """`cartd sim --device PATH`: the simulator opens a tty it is given, as it would open
+    /dev/ttyUSB0 at the far end of a null-modem cable; here the host holds the pty master."""
+    master, slave_path = open_pty_pair()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cartd",
+        "sim",
+        "--device",
+        slave_path,
+        "--scenario",
+        "quiet",
+        "--seed",
+        str(SEED),
+        "--memory",
+        "1G",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    driver = HostDriver(master, KdHost(seconds_per_byte=10 / 115200))
+    reader = asyncio.create_task(driver.run())
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+        assert f"serial device {slave_path}" in line, line
+        driver.command(lambda now: driver.host.connect(now, break_in=True))
+        while (await next_stop(driver)).reason is not StopReason.BREAK_IN:
+            await driver.resume()
+        version = await driver.get_version()
+        expected = SimulatedMachine(MachineConfig(seed=SEED, memory_size_bytes=1 << 30))
+        assert version.kern_base == expected.kernel_base
+    finally:
+        reader.cancel()
+        master.close()
+        process.terminate()
+        _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
