@@ -1,0 +1,267 @@
+"""The daemon's events: everything cartd learns, in one stable JSON form.
+
+The same event goes to the target's journal (`events.jsonl`), to control-socket subscribers
+(`cartd events`, the TUI) and to the log. Each is a frozen dataclass; `to_json()` gives a flat
+JSON object with `time` (UTC, ISO 8601 with microseconds and a Z), `type`, and `target` or `link`;
+`event_from_json()` reads it back. Addresses and bug check values are written as "0x..." strings
+(64-bit values do not survive JSON readers that use doubles); counts are numbers.
+
+Adding a field is compatible; renaming or removing one is not: readers of old journals and
+scripts rely on these names (docs/control-protocol.md lists them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+# Fields written as hex strings; everything else is written as it is.
+_HEX_FIELDS = frozenset(
+    {"kernel_base", "base", "pc", "exception_code", "code", "parameters", "address"}
+)
+
+
+def utc_now() -> str:
+    return format_time(datetime.now(UTC))
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class EventFormatError(ValueError):
+    """A JSON object that is not a cartd event (unknown type, missing or mistyped field)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    type: ClassVar[str] = ""
+    time: str = field(default_factory=utc_now)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"time": self.time, "type": self.type}
+        for item in dataclasses.fields(self):
+            if item.name == "time":
+                continue
+            value = getattr(self, item.name)
+            if item.name in _HEX_FIELDS:
+                value = _to_hex(value)
+            out[item.name] = value
+        return out
+
+
+def _to_hex(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:#x}"
+    if isinstance(value, list | tuple):
+        return [_to_hex(item) for item in value]
+    return value
+
+
+def _from_hex(value: object) -> object:
+    if isinstance(value, str) and value.startswith("0x"):
+        return int(value, 16)
+    if isinstance(value, list):
+        return [_from_hex(item) for item in value]
+    return value
+
+
+# --- links ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkUp(Event):
+    type: ClassVar[str] = "link_up"
+    link: str  # stable name, e.g. serial:/dev/serial/by-id/usb-FTDI_...-if00-port0
+    device: str  # what was opened
+    baud: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkDown(Event):
+    type: ClassVar[str] = "link_down"
+    link: str
+    device: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkProbed(Event):
+    """A candidate link was looked at and is (or is not) carrying KD."""
+
+    type: ClassVar[str] = "link_probed"
+    link: str
+    device: str
+    result: str  # "kd", "silent", "not_kd", "error"
+    detail: str = ""
+    baud: int | None = None
+
+
+# --- targets -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetConnected(Event):
+    type: ClassVar[str] = "target_connected"
+    target: str
+    link: str
+    build: int
+    kernel_base: int
+    machine: str  # "x64", "x86", "arm64" or the raw machine type in hex
+    processors: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DebugPrint(Event):
+    type: ClassVar[str] = "debug_print"
+    target: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModuleLoaded(Event):
+    type: ClassVar[str] = "module_loaded"
+    target: str
+    name: str
+    base: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModuleUnloaded(Event):
+    type: ClassVar[str] = "module_unloaded"
+    target: str
+    name: str
+    base: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stopped(Event):
+    type: ClassVar[str] = "stopped"
+    target: str
+    reason: str  # cartd.kd.stops.StopReason value
+    processor: int
+    pc: int
+    exception_code: int | None
+    first_chance: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bugcheck(Event):
+    type: ClassVar[str] = "bugcheck"
+    target: str
+    code: int
+    name: str
+    parameters: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Running(Event):
+    type: ClassVar[str] = "running"
+    target: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetRebooted(Event):
+    type: ClassVar[str] = "target_rebooted"
+    target: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prompt(Event):
+    """The target asked for a line (DbgPrompt); `answer` is what cartd sent back."""
+
+    type: ClassVar[str] = "prompt"
+    target: str
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProtocolNoise(Event):
+    """Running totals of line noise, sent when they change (at most once a second)."""
+
+    type: ClassVar[str] = "protocol_noise"
+    link: str
+    counters: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OwnerChanged(Event):
+    type: ClassVar[str] = "owner_changed"
+    target: str
+    owner: str  # "cartd" (the daemon's session) or who took it
+    previous: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaptureError(Event):
+    """Records could not be written (disk full, read-only directory): what is affected."""
+
+    type: ClassVar[str] = "capture_error"
+    target: str
+    path: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaptureResumed(Event):
+    type: ClassVar[str] = "capture_resumed"
+    target: str
+    path: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        LinkUp,
+        LinkDown,
+        LinkProbed,
+        TargetConnected,
+        DebugPrint,
+        ModuleLoaded,
+        ModuleUnloaded,
+        Stopped,
+        Bugcheck,
+        Running,
+        TargetRebooted,
+        Prompt,
+        ProtocolNoise,
+        OwnerChanged,
+        CaptureError,
+        CaptureResumed,
+    )
+}
+
+
+def event_from_json(data: object) -> Event:
+    """Rebuild an event from its JSON object; unknown extra fields are ignored (a newer
+    writer may add some), missing ones are an error."""
+    if not isinstance(data, dict):
+        raise EventFormatError("an event is a JSON object")
+    kind = data.get("type")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise EventFormatError(f"unknown event type {kind!r}")
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        if item.name not in data:
+            if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
+                raise EventFormatError(f"{kind} event without {item.name!r}")
+            continue
+        value = data[item.name]
+        values[item.name] = _from_hex(value) if item.name in _HEX_FIELDS else value
+    if "parameters" in values and isinstance(values["parameters"], list):
+        values["parameters"] = tuple(values["parameters"])
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise EventFormatError(f"{kind} event: {error}") from error
+
+
+def event_subject(event: Event) -> str:
+    """The target or link an event is about."""
+    return str(getattr(event, "target", None) or getattr(event, "link", ""))
