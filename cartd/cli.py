@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-from cartd import demo
+from cartd import client_commands, demo
+from cartd.daemon import command as run_command
 from cartd.sim import command as sim_command
 
 
@@ -17,6 +18,16 @@ def build_parser() -> argparse.ArgumentParser:
         "serial, USB or the network, and records everything they say.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = commands.add_parser(
+        "run",
+        help="run the daemon (systemd runs it this way)",
+        description="Run the daemon in the foreground: find KD traffic on the serial ports, "
+        "connect to each target, keep it alive, record everything it says, and serve the "
+        "control socket that `cartd status` and `cartd events` use.",
+    )
+    run_command.add_arguments(run)
+    run.set_defaults(run=run_command.run)
+    client_commands.add_arguments(commands)
     sim = commands.add_parser(
         "sim",
         help="serve a simulated x64 Windows target",
@@ -28,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser = commands.add_parser(
         "demo",
         help="watch cartd debug a simulated target that bug checks",
-        description="Start a simulated Windows target on a new pseudo-terminal, paced like a "
-        "115200 baud null-modem cable, and show what cartd's KD host sees: DbgPrint lines, "
-        "module loads, stops and the bugcheck, with its name and parameters.",
+        description="Start the daemon on a temporary state directory and a simulated Windows "
+        "target on a new pseudo-terminal, paced like a 115200 baud null-modem cable, and show "
+        "the events as they come: DbgPrint lines, module loads, stops and the bugcheck.",
     )
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(run=demo.run)

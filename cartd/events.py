@@ -124,18 +124,20 @@ class DebugPrint(Event):
 class ModuleLoaded(Event):
     type: ClassVar[str] = "module_loaded"
     target: str
-    name: str
+    name: str  # file name, e.g. "Ntfs.sys" ("*" when everything is unloaded at shutdown)
     base: int
     size: int
+    path: str = ""  # as the kernel reported it, e.g. "\\SystemRoot\\System32\\drivers\\Ntfs.sys"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModuleUnloaded(Event):
     type: ClassVar[str] = "module_unloaded"
     target: str
-    name: str
+    name: str  # file name, e.g. "Ntfs.sys" ("*" when everything is unloaded at shutdown)
     base: int
     size: int
+    path: str = ""  # as the kernel reported it, e.g. "\\SystemRoot\\System32\\drivers\\Ntfs.sys"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -265,3 +267,52 @@ def event_from_json(data: object) -> Event:
 def event_subject(event: Event) -> str:
     """The target or link an event is about."""
     return str(getattr(event, "target", None) or getattr(event, "link", ""))
+
+
+def describe(event: Event) -> str:
+    """One line for people: what `cartd events` and the daemon's log print."""
+    data = event.to_json()
+    match event:
+        case LinkUp():
+            rate = f" at {event.baud} baud" if event.baud else ""
+            return f"link up: {event.device}{rate}"
+        case LinkDown():
+            return f"link down: {event.device} ({event.reason})"
+        case LinkProbed():
+            return f"probed {event.device}: {event.result} ({event.detail})"
+        case TargetConnected():
+            return (
+                f"connected: Windows build {event.build} {event.machine}, "
+                f"{event.processors} processors, kernel at {data['kernel_base']}"
+            )
+        case DebugPrint():
+            return event.text.strip("\n")
+        case ModuleLoaded():
+            return f"module loaded: {event.name} at {data['base']} ({event.size:#x} bytes)"
+        case ModuleUnloaded():
+            return f"module unloaded: {event.name} at {data['base']}"
+        case Stopped():
+            code = f" exception {data['exception_code']}" if event.exception_code else ""
+            chance = "" if event.first_chance else " (second chance)"
+            return (
+                f"stopped: {event.reason.replace('_', ' ')}{code}{chance} on processor "
+                f"{event.processor} at {data['pc']}"
+            )
+        case Bugcheck():
+            return f"BUGCHECK {event.code:#010x} {event.name} ({', '.join(data['parameters'])})"
+        case Running():
+            return "running"
+        case TargetRebooted():
+            return "the target rebooted"
+        case Prompt():
+            return f"prompt {event.prompt!r} answered with {event.answer!r}"
+        case ProtocolNoise():
+            totals = ", ".join(f"{kind} {count}" for kind, count in sorted(event.counters.items()))
+            return f"line noise so far: {totals}"
+        case OwnerChanged():
+            return f"owner: {event.owner} (was {event.previous or 'nobody'})"
+        case CaptureError():
+            return f"RECORDING PAUSED: {event.error}"
+        case CaptureResumed():
+            return f"recording resumed: {event.path}"
+    return event.type

@@ -1,13 +1,17 @@
-"""`cartd demo` end to end: a simulated target bug checks and the host reports it."""
+"""`cartd demo` end to end: daemon, simulated target on a paced pty, control-socket client."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+from cartd.capture.journal import read_journal
+from cartd.events import Bugcheck, DebugPrint
 
 
-def test_demo_reports_boot_modules_and_the_bugcheck_as_json() -> None:
+def test_demo_reports_and_records_the_bugcheck(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -21,6 +25,8 @@ def test_demo_reports_boot_modules_and_the_bugcheck_as_json() -> None:
             "0xD1",
             "--bugcheck-after",
             "3",
+            "--state-dir",
+            str(tmp_path),
         ],
         capture_output=True,
         text=True,
@@ -30,17 +36,24 @@ def test_demo_reports_boot_modules_and_the_bugcheck_as_json() -> None:
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     kinds = [event["type"] for event in events]
-    assert kinds[0] == "print"
-    modules = [event["path"] for event in events if event["type"] == "module"]
-    assert modules[:2] == [
-        "\\SystemRoot\\system32\\ntoskrnl.exe",
-        "\\SystemRoot\\system32\\hal.dll",
-    ]
-    bugchecks = [event for event in events if event["type"] == "bugcheck"]
-    assert bugchecks[0]["code"] == 0xD1
-    assert bugchecks[0]["name"] == "DRIVER_IRQL_NOT_LESS_OR_EQUAL"
-    assert bugchecks[0]["break"] == "bugcheck_first"
-    assert len(bugchecks[0]["parameters"]) == 4
+    assert kinds[:2] == ["link_probed", "link_up"]
+    assert "target_connected" in kinds
+    modules = [event["name"] for event in events if event["type"] == "module_loaded"]
+    assert modules[:2] == ["ntoskrnl.exe", "hal.dll"]
+    (bugcheck,) = [event for event in events if event["type"] == "bugcheck"]
+    assert bugcheck["code"] == "0xd1"
+    assert bugcheck["name"] == "DRIVER_IRQL_NOT_LESS_OR_EQUAL"
+    assert len(bugcheck["parameters"]) == 4
+    assert f"records are in {tmp_path}" in result.stderr
+    # What was shown was also recorded.
+    (journal,) = tmp_path.glob("targets/*/sessions/*/events.jsonl")
+    recorded = read_journal(journal)
+    assert any(isinstance(e, Bugcheck) and e.code == 0xD1 for e in recorded)
+    assert any(isinstance(e, DebugPrint) and "Fatal System Error" in e.text for e in recorded)
+    (console,) = tmp_path.glob("targets/*/sessions/*/console.log")
+    assert "*** Fatal System Error: 0x000000d1" in console.read_text()
+    assert list(tmp_path.glob("targets/*/sessions/*/wire.pcapng"))
+    assert list(tmp_path.glob("targets/*/identity.json"))
 
 
 def test_demo_text_output_names_the_bugcheck() -> None:
@@ -52,5 +65,5 @@ def test_demo_text_output_names_the_bugcheck() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "DRIVER_POWER_STATE_FAILURE" in result.stdout
-    assert "Arg1: 0000000000000003" in result.stdout
+    assert "BUGCHECK 0x0000009f DRIVER_POWER_STATE_FAILURE" in result.stdout
+    assert "first event" in result.stderr

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from cartd.kd.debugger_data import DebuggerData
 from cartd.kd.events import (
     HostEvent,
     MemoryRead,
@@ -147,6 +148,11 @@ class HostDriver:
     async def write_virtual(self, address: int, data: bytes) -> MemoryWritten:
         result = await self.call(lambda now: self.host.write_virtual_memory(address, data, now=now))
         assert isinstance(result, MemoryWritten)
+        return result
+
+    async def get_debugger_data(self) -> DebuggerData | None:
+        result = await self.call(lambda now: self.host.get_debugger_data(now=now))
+        assert result is None or isinstance(result, DebuggerData)
         return result
 
     async def get_context(self, processor: int | None = None) -> bytes:

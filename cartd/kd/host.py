@@ -383,6 +383,11 @@ class KdHost:
     def write_msr(self, msr: int, value: int, *, now: float) -> int:
         return self._submit(plans.msr(self._requests(), ManipulateApi.WRITE_MSR, msr, value), now)
 
+    def get_debugger_data(self, *, now: float) -> int:
+        """KDDEBUGGER_DATA64 through GetVersion.DebuggerDataList; result: DebuggerData, or None
+        when the target has none (a boot debugger before the kernel runs)."""
+        return self._submit(plans.debugger_data(self._requests(), self.facts), now)
+
     def list_modules(self, *, now: float) -> int:
         """Walk PsLoadedModuleList (from GetVersion); result: a list of LoadedModule."""
         return self._submit(plans.list_modules(self._requests(), self.facts), now)

@@ -1,0 +1,302 @@
+"""`cartd run`: the daemon. It wires links, targets, records and the control socket together.
+
+Lifecycle (hypercorn's pattern): start-up finishes what a crash left in the state directory,
+opens the control socket, then runs one task per serial port (found again every few seconds
+when the configuration says `auto`) and one housekeeping task. SIGTERM or SIGINT sets an event;
+shutdown then runs in a fixed order within a grace period: stop accepting control clients, stop
+the links (each closes its port), and flush, fsync and close every target's records.
+
+Every event goes through `publish`: into its target's records (when it has a target), to the
+control socket's subscribers, and to the log (stderr, which journald keeps for the service).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cartd import events as ev
+from cartd.capture.quota import prune_sessions
+from cartd.capture.recorder import SessionRecorder
+from cartd.capture.recover import recover_state_dir
+from cartd.config import Config
+from cartd.control.hub import EventHub, Subscription
+from cartd.control.protocol import ControlError, unknown_target
+from cartd.control.registry import MethodRegistry, Param
+from cartd.control.server import ControlServer
+from cartd.daemon.serial_link import SerialLink
+from cartd.daemon.target_worker import TargetWorker
+from cartd.links.serial_ports import find_serial_ports
+from cartd.session.policy import CommandRefused, TargetSession
+
+log = logging.getLogger("cartd")
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+NOISE_REPORT_SECONDS = 1.0  # line-noise totals go to the journal at most this often
+QUOTA_CHECK_SECONDS = 60.0
+
+
+# What reaches the log without --verbose: links, targets and trouble; DbgPrint lines, module
+# loads and noise totals are in the journal and `cartd events`, and in the log with --verbose.
+_LOG_LEVELS: dict[type[ev.Event], int] = {
+    ev.LinkUp: logging.INFO,
+    ev.LinkDown: logging.INFO,
+    ev.LinkProbed: logging.INFO,
+    ev.TargetConnected: logging.INFO,
+    ev.Stopped: logging.INFO,
+    ev.TargetRebooted: logging.INFO,
+    ev.OwnerChanged: logging.INFO,
+    ev.Bugcheck: logging.WARNING,
+    ev.CaptureError: logging.WARNING,
+    ev.CaptureResumed: logging.WARNING,
+}
+
+
+@dataclass(slots=True)
+class _Target:
+    session: TargetSession
+    worker: TargetWorker
+    recorder: SessionRecorder
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.hub = EventHub(history=max(config.replay_events, 1))
+        self._methods = MethodRegistry()
+        target = Param(str, required=True)
+        self._methods.register("status", self._status)
+        self._methods.register(
+            "history",
+            self._history,
+            count=Param(int, default=50, minimum=0, maximum=100_000),
+            target=Param(str),
+        )
+        self._methods.register("break", self._break, target=target)
+        self._methods.register("continue", self._continue, target=target)
+        self._methods.register("reboot", self._reboot, target=target)
+        self.targets: dict[str, _Target] = {}
+        self.links: dict[str, SerialLink] = {}
+        self._link_tasks: dict[str, asyncio.Task[None]] = {}
+        self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ control backend
+
+    @property
+    def methods(self) -> MethodRegistry:
+        return self._methods
+
+    def subscribe(self, *, replay: int, target: str | None) -> Subscription:
+        return self.hub.subscribe(replay=replay, target=target)
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stopping.set)
+        for note in recover_state_dir(self.config.state_dir):
+            log.warning("recovered after a crash: %s: %s", note.path, note.note)
+        socket_path = self.config.control_socket_path()
+        server = ControlServer(
+            self,
+            socket_path,
+            control_group=self.config.control_group,
+            default_replay=self.config.replay_events,
+        )
+        await server.start()
+        log.info(
+            "cartd running: state in %s, control socket %s", self.config.state_dir, socket_path
+        )
+        housekeeping = asyncio.create_task(self._housekeeping())
+        discovery = asyncio.create_task(self._discover())
+        self.ready.set()
+        try:
+            await self.stopping.wait()
+        finally:
+            log.info("cartd stopping")
+            await server.close()
+            for task in (discovery, housekeeping, *self._link_tasks.values()):
+                task.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(
+                        discovery, housekeeping, *self._link_tasks.values(), return_exceptions=True
+                    ),
+                    SHUTDOWN_GRACE_SECONDS,
+                )
+            for record in self.targets.values():
+                for event in record.recorder.close():  # flushes and fsyncs
+                    self.hub.publish(event)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            log.info("cartd stopped")
+
+    async def _discover(self) -> None:
+        serial = self.config.serial
+        while True:
+            for candidate in find_serial_ports(serial.ports):
+                if candidate.stable_name in self.links:
+                    continue
+                link = SerialLink(
+                    candidate,
+                    self.config,
+                    publish=self.publish,
+                    worker_for=self._worker_for,
+                    on_traffic=self._on_traffic,
+                )
+                self.links[candidate.stable_name] = link
+                self._link_tasks[candidate.stable_name] = asyncio.create_task(self._run_link(link))
+            if serial.ports != "auto":
+                return  # an explicit list does not change; vanished ports wait inside their task
+            await asyncio.sleep(serial.rescan_seconds)
+
+    async def _run_link(self, link: SerialLink) -> None:
+        try:
+            await link.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a failing link must never take the daemon or other links down
+            log.exception("%s: link task failed; it will not be retried", link.link)
+
+    async def _housekeeping(self) -> None:
+        last_quota_check = 0.0
+        while True:
+            await asyncio.sleep(min(NOISE_REPORT_SECONDS, self.config.capture.fsync_interval))
+            for target_id, record in self.targets.items():
+                noise = record.session.take_noise_event()
+                if noise is not None:
+                    self.publish(noise)
+                self._publish_all(target_id, record.recorder.flush())
+            if time.monotonic() - last_quota_check >= QUOTA_CHECK_SECONDS:
+                last_quota_check = time.monotonic()
+                self._prune()
+
+    def _prune(self) -> None:
+        keep = [record.recorder.session_dir for record in self.targets.values()]
+        result = prune_sessions(self.config.state_dir, self.config.capture.quota_mb, keep=keep)
+        for removed in result.removed:
+            log.info("disk quota: removed the old session %s", removed)
+        for problem in result.problems:
+            log.warning("disk quota: %s", problem)
+
+    # ------------------------------------------------------------------ targets
+
+    def _worker_for(self, target_id: str, link: str) -> TargetWorker:
+        record = self.targets.get(target_id)
+        if record is not None:
+            return record.worker
+        session = TargetSession(target_id, link, self.config.policy_for(target_id))
+        recorder, opened = SessionRecorder.open(
+            self.config.state_dir,
+            target_id,
+            wire_description=f"kd-serial {link}",
+            fsync_interval=self.config.capture.fsync_interval,
+        )
+        worker = TargetWorker(
+            session,
+            publish=self.publish,
+            write_identity=lambda identity: self._write_identity(target_id, identity),
+        )
+        self.targets[target_id] = _Target(session, worker, recorder)
+        self._publish_all(target_id, opened)
+        self.publish(ev.OwnerChanged(target=target_id, owner=session.owner, previous=""))
+        return worker
+
+    def _write_identity(self, target_id: str, identity: dict[str, Any]) -> None:
+        self._publish_all(target_id, self.targets[target_id].recorder.write_identity(identity))
+
+    def _on_traffic(self, target_id: str, data: bytes, from_target: bool) -> None:
+        record = self.targets.get(target_id)
+        if record is None or not self.config.capture.wire_capture:
+            return
+        self._publish_all(
+            target_id, record.recorder.record_wire(data, from_target=from_target, time=time.time())
+        )
+
+    def _target_of(self, event: ev.Event) -> str | None:
+        target = getattr(event, "target", None)
+        if isinstance(target, str):
+            return target
+        link = getattr(event, "link", None)
+        for target_id, record in self.targets.items():
+            if record.session.link == link:
+                return target_id
+        return None
+
+    def publish(self, event: ev.Event) -> None:
+        target_id = self._target_of(event)
+        if target_id is not None and target_id in self.targets:
+            self._publish_all(target_id, self.targets[target_id].recorder.record(event))
+        self.hub.publish(event)
+        log.log(
+            _LOG_LEVELS.get(type(event), logging.DEBUG),
+            "%s: %s",
+            ev.event_subject(event),
+            ev.describe(event),
+        )
+
+    def _publish_all(self, target_id: str, events: list[ev.Event]) -> None:
+        """Publish what a recorder reported (recording paused or resumed). It goes into that
+        target's journal too, so a `capture_error` sits exactly where the gap is."""
+        recorder = self.targets[target_id].recorder
+        for event in events:
+            if not recorder.closed:
+                recorder.record(event)
+            self.hub.publish(event)
+            log.warning("%s: %s", ev.event_subject(event), ev.describe(event))
+
+    # ------------------------------------------------------------------ control methods
+
+    async def _status(self, params: object) -> dict[str, Any]:
+        links = [
+            {
+                "link": link.link,
+                "device": link.candidate.device,
+                "target": link.target_id,
+                "state": link.state,
+            }
+            for link in self.links.values()
+        ]
+        targets = []
+        for record in self.targets.values():
+            status = record.session.status()
+            status["records"] = str(record.recorder.session_dir)
+            status["recording"] = not record.recorder.failed
+            targets.append(status)
+        return {"links": links, "targets": targets, "state_dir": str(self.config.state_dir)}
+
+    async def _history(self, params: Any) -> dict[str, Any]:
+        """Recent events, oldest first: `cartd events` without --follow."""
+        recent = self.hub.recent(params["count"], params.get("target"))
+        return {"events": [event.to_json() for event in recent]}
+
+    def _find(self, params: Any) -> _Target:
+        target_id = params["target"]
+        record = self.targets.get(target_id)
+        if record is None:
+            raise unknown_target(target_id, self.targets)
+        return record
+
+    async def _command(self, params: Any, action: str) -> dict[str, Any]:
+        record = self._find(params)
+        try:
+            await getattr(record.worker, action)()
+        except CommandRefused as refused:
+            raise ControlError(refused.code, str(refused)) from refused
+        return {}
+
+    async def _break(self, params: object) -> dict[str, Any]:
+        return await self._command(params, "break_in")
+
+    async def _continue(self, params: object) -> dict[str, Any]:
+        return await self._command(params, "go")
+
+    async def _reboot(self, params: object) -> dict[str, Any]:
+        return await self._command(params, "reboot")
