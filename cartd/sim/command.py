@@ -111,6 +111,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds after boot at which it bug checks (default 5)",
     )
     parser.add_argument(
+        "--print-interval",
+        type=float,
+        metavar="SECONDS",
+        default=2.0,
+        help="seconds between heartbeat DbgPrints in the chatty and bugcheck scenarios; 0 "
+        "prints as fast as the line allows (default 2)",
+    )
+    parser.add_argument(
         "--noise",
         type=parse_rate,
         metavar="RATE",
@@ -166,7 +174,7 @@ def build_target(args: argparse.Namespace) -> SimulatedTarget:
         )
     )
     scenario = Scenario(
-        print_interval=None if args.scenario == "quiet" else 2.0,
+        print_interval=None if args.scenario == "quiet" else args.print_interval,
         module_interval=None if args.scenario == "quiet" else 5.0,
         bugcheck_after=args.bugcheck_after if args.scenario == "bugcheck" else None,
         bugcheck_code=args.bugcheck,

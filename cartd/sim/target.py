@@ -55,7 +55,8 @@ CHATTY_DRIVER = "cartdemo.sys"
 class Scenario:
     """What the simulated machine does by itself, in seconds after each boot."""
 
-    print_interval: float | None = 2.0  # a DbgPrint heartbeat; None for a quiet machine
+    # A DbgPrint heartbeat; None for a quiet machine, 0 for as fast as the line allows.
+    print_interval: float | None = 2.0
     module_interval: float | None = 5.0  # load, then later unload, the demo driver
     bugcheck_after: float | None = None  # raise a bugcheck this long after boot
     bugcheck_code: int = 0x9F
@@ -213,7 +214,7 @@ class SimulatedTarget:
             self._then(self._load_symbols_action(module.path, module.base, module.size))
         self._print("cartd simulated target: kernel debugger initialised\n")
         scenario = self.scenario
-        if scenario.print_interval:
+        if scenario.print_interval is not None:
             self._at(now + scenario.print_interval, self._heartbeat_print)
         if scenario.module_interval:
             self._at(now + scenario.module_interval, self._load_demo_driver)
