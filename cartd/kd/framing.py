@@ -70,13 +70,17 @@ class KdPacket:
     is_control: bool = False
 
 
-def encode_data_packet(packet_type: int, packet_id: int, payload: bytes) -> bytes:
+def encode_data_packet(
+    packet_type: int, packet_id: int, payload: bytes, *, trailer: bool = True
+) -> bytes:
+    """A data packet; `trailer=False` for KDNET, which carries one packet per datagram and
+    drops the 0xAA (kdnet.md section 3.4)."""
     if len(payload) > PACKET_MAX_SIZE:
         raise KdUsageError(f"payload of {len(payload)} bytes exceeds {PACKET_MAX_SIZE}")
     header = _HEADER.pack(
         DATA_PACKET_LEADER, packet_type, len(payload), packet_id, checksum(payload)
     )
-    return header + payload + bytes([PACKET_TRAILING_BYTE])
+    return header + payload + (bytes([PACKET_TRAILING_BYTE]) if trailer else b"")
 
 
 def encode_control_packet(packet_type: int, packet_id: int) -> bytes:
@@ -240,3 +244,33 @@ def _merge_noise(events: list[DecoderEvent]) -> list[DecoderEvent]:
         else:
             merged.append(event)
     return merged
+
+
+# KDNET's first data datagram from a target is a 12-byte "UNUSED" packet: leader 0, type 0,
+# length 0 and the host's IPv4 address, no checksum (kdnet.md section 3.4; meaning UNCONFIRMED).
+UNUSED_PACKET_SIZE = 12
+
+
+def decode_datagram_packet(datagram: bytes) -> KdPacket | NoiseDetected:
+    """The one KD packet in a KDNET data-channel datagram (already decrypted), or why not.
+    The datagram's edges are the packet's: no leader hunting, no trailer, the byte count must
+    match exactly."""
+    if len(datagram) == UNUSED_PACKET_SIZE and datagram[:8] == bytes(8):
+        return KdPacket(PacketType.UNUSED, 0, datagram[8:], False)
+    if len(datagram) < PACKET_HEADER_SIZE:
+        return NoiseDetected(NoiseKind.TRUNCATED, len(datagram))
+    leader, packet_type, byte_count, packet_id, packet_checksum = _HEADER.unpack_from(datagram)
+    if leader == CONTROL_PACKET_LEADER:
+        if packet_type not in CONTROL_PACKET_TYPES or byte_count or len(datagram) != 16:
+            return NoiseDetected(NoiseKind.BAD_HEADER, len(datagram))
+        return KdPacket(PacketType(packet_type), packet_id, b"", True)
+    if leader != DATA_PACKET_LEADER or packet_type not in DATA_PACKET_TYPES:
+        return NoiseDetected(NoiseKind.BAD_HEADER, len(datagram))
+    if byte_count > PACKET_MAX_SIZE:
+        return NoiseDetected(NoiseKind.OVERSIZED, len(datagram))
+    if len(datagram) != PACKET_HEADER_SIZE + byte_count:
+        return NoiseDetected(NoiseKind.TRUNCATED, len(datagram))
+    payload = bytes(datagram[PACKET_HEADER_SIZE:])
+    if checksum(payload) != packet_checksum:
+        return NoiseDetected(NoiseKind.BAD_CHECKSUM, len(datagram))
+    return KdPacket(PacketType(packet_type), packet_id, payload, False)

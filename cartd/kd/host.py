@@ -48,10 +48,8 @@ from cartd.kd.bugcheck_codes import BugcheckInfo
 from cartd.kd.constants import (
     BREAKIN_BYTE,
     CONTROL_PACKET_ID,
-    INITIAL_PACKET_ID,
     MAX_MANIPULATE_DATA,
     PACKET_MAX_SIZE,
-    SYNC_PACKET_ID,
     DebugIoApi,
     ManipulateApi,
     PacketType,
@@ -61,6 +59,7 @@ from cartd.kd.debug_io import get_string_reply_message, pull_debug_io, push_debu
 from cartd.kd.debugger_data import (
     DebuggerData,
 )
+from cartd.kd.dialect import SERIAL, KdDialect
 from cartd.kd.errors import KdDecodeError, KdUsageError
 from cartd.kd.events import (
     DebugPrint,
@@ -84,6 +83,7 @@ from cartd.kd.framing import (
     NoiseKind,
     PacketDecoded,
     PacketDecoder,
+    decode_datagram_packet,
     encode_control_packet,
     encode_data_packet,
 )
@@ -179,13 +179,20 @@ class KdHost:
         reset_interval: float = 1.0,
         break_in_interval: float = 2.0,
         seconds_per_byte: float = 0.0,
-        max_transfer: int = MAX_MANIPULATE_DATA,
+        max_transfer: int | None = None,
         analyse_stops: bool = True,
+        dialect: KdDialect = SERIAL,
     ) -> None:
         """`seconds_per_byte` is the line's transmission time per byte (10/baud on serial), so
-        deadlines stretch with packet size; `max_transfer` caps one read (3944 on serial)."""
+        deadlines stretch with packet size; `max_transfer` caps one read (the dialect's
+        largest by default: 3944 on serial, 1360 under KDNET). `dialect`: SERIAL for a byte
+        stream (`receive_data`, `data_to_send`), KDNET for decrypted data-channel datagrams
+        (`receive_datagram`, `datagrams_to_send`)."""
+        if max_transfer is None:
+            max_transfer = dialect.max_transfer
         if not 0 < max_transfer <= MAX_MANIPULATE_DATA:
             raise KdUsageError(f"max_transfer must be 1..{MAX_MANIPULATE_DATA}")
+        self.dialect = dialect
         self._tuning = _Tuning(
             ack_timeout=ack_timeout,
             reply_timeout=reply_timeout,
@@ -199,9 +206,10 @@ class KdHost:
         self._decoder = PacketDecoder()
         self._events: deque[HostEvent] = deque()
         self._out = bytearray()
+        self._datagrams: list[bytes] = []
         self.noise_counters: dict[str, int] = {}
 
-        self._next_id = INITIAL_PACKET_ID
+        self._next_id = dialect.host_first_id
         # The last data packet delivered: a packet equal to it (same id, same bytes) is the
         # target sending again because our ACK was lost.
         self._last_target_packet: KdPacket | None = None
@@ -230,12 +238,31 @@ class KdHost:
     # ------------------------------------------------------------------ I/O surface
 
     def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes from a serial line, in pieces of any size."""
+        if self.dialect.datagrams:
+            raise KdUsageError("this host speaks KDNET: use receive_datagram()")
         self._handle_decoder_events(self._decoder.receive_data(data, now), now)
+        self._pump(now)
+
+    def receive_datagram(self, datagram: bytes, now: float) -> None:
+        """One decrypted KDNET data-channel datagram: exactly one KD packet."""
+        if not self.dialect.datagrams:
+            raise KdUsageError("this host speaks serial KD: use receive_data()")
+        decoded = decode_datagram_packet(datagram)
+        if isinstance(decoded, KdPacket):
+            self._handle_decoder_events([PacketDecoded(decoded)], now)
+        else:
+            self._handle_decoder_events([decoded], now)
         self._pump(now)
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()
+        return out
+
+    def datagrams_to_send(self) -> list[bytes]:
+        """KDNET: the plaintext of each data-channel datagram to send, in order."""
+        out, self._datagrams = self._datagrams, []
         return out
 
     def next_event(self) -> HostEvent | None:
@@ -268,7 +295,7 @@ class KdHost:
         if self._break_in_deadline is not None and now >= self._break_in_deadline:
             self._count("break_in_repeated")
             self._break_in_deadline = now + self._tuning.break_in_interval
-            self._out.append(BREAKIN_BYTE)
+            self._emit(bytes([BREAKIN_BYTE]))
         if self._held is not None and now >= self._held.deadline:
             self._held_timeout(now)
         flight = self._in_flight
@@ -295,7 +322,7 @@ class KdHost:
             raise KdUsageError("the target is stopped; break-in is only for a running target")
         self._break_in_requested = True
         self._break_in_deadline = now + self._tuning.break_in_interval
-        self._out.append(BREAKIN_BYTE)
+        self._emit(bytes([BREAKIN_BYTE]))
 
     def answer_prompt(self, text: bytes, now: float) -> None:
         """Answer a PromptReceived (DbgPrompt) with `text` (an empty line is b"")."""
@@ -517,7 +544,7 @@ class KdHost:
         operation: _Operation | None,
         now: float,
     ) -> None:
-        wire = encode_data_packet(packet_type, self._next_id, payload)
+        wire = encode_data_packet(packet_type, self._next_id, payload, trailer=self.dialect.trailer)
         self._in_flight = _InFlight(
             packet_type=packet_type,
             payload=payload,
@@ -528,7 +555,7 @@ class KdHost:
             retries_left=self._tuning.max_retries,
             operation=operation,
         )
-        self._out += wire
+        self._emit(wire)
 
     def _ack_deadline(self, size: int, now: float) -> float:
         return now + self._tuning.ack_timeout + size * self._tuning.seconds_per_byte
@@ -536,10 +563,12 @@ class KdHost:
     def _retransmit(self, flight: _InFlight, now: float) -> None:
         if flight.packet_id != self._next_id:  # ids were reset meanwhile
             flight.packet_id = self._next_id
-            flight.wire = encode_data_packet(flight.packet_type, flight.packet_id, flight.payload)
+            flight.wire = encode_data_packet(
+                flight.packet_type, flight.packet_id, flight.payload, trailer=self.dialect.trailer
+            )
         flight.acked = False
         flight.deadline = self._ack_deadline(len(flight.wire), now)
-        self._out += flight.wire
+        self._emit(flight.wire)
         self._count("retransmission")
 
     def _flight_timeout(self, flight: _InFlight, now: float) -> None:
@@ -549,14 +578,14 @@ class KdHost:
                 # Rule 3: ACKed but never answered: the target took it for a duplicate.
                 self._count("reply_timeout")
                 self._send_control(PacketType.KD_RESET)
-                self._next_id = INITIAL_PACKET_ID
+                self._after_reset()
             else:
                 self._count("ack_timeout")
             self._retransmit(flight, now)
             return
         self._in_flight = None
         self._send_control(PacketType.KD_RESET)
-        self._next_id = INITIAL_PACKET_ID
+        self._after_reset()
         operation = flight.operation
         if flight.api in _RESUMING_APIS and operation is not None:
             # Rule 7: a target that runs no longer reads the line; assume it runs.
@@ -572,7 +601,7 @@ class KdHost:
             )
 
     def _flight_acked(self, flight: _InFlight, now: float) -> None:
-        self._next_id ^= 1
+        self._next_id = self.dialect.next_id(self._next_id)
         flight.acked = True
         if flight.expects_reply:
             flight.deadline = (
@@ -627,7 +656,7 @@ class KdHost:
             return
         first_contact = not self._heard_target
         self._heard_target = True
-        self._send_control(PacketType.KD_ACKNOWLEDGE, packet.packet_id & ~SYNC_PACKET_ID)
+        self._send_control(PacketType.KD_ACKNOWLEDGE, self.dialect.ack_id(packet.packet_id))
         if packet == self._last_target_packet:
             self._count("duplicate")
             return
@@ -639,7 +668,7 @@ class KdHost:
             self._count("repeated_after_reset")
             self._last_target_packet = packet
             return
-        if packet.packet_id & SYNC_PACKET_ID:
+        if packet.packet_id & self.dialect.sync_bit:
             self._on_sync(announce=not first_contact)
         self._last_target_packet = packet
         self._dispatch(packet, now)
@@ -656,7 +685,7 @@ class KdHost:
             if flight is not None and not flight.acked:
                 self._retransmit(flight, now)
         elif packet.packet_type == PacketType.KD_RESET:
-            self._next_id = INITIAL_PACKET_ID
+            self._after_reset()
             # The target now sends again, with a new id, whatever it was sending when our RESET
             # arrived; if we had already taken that packet, the next one is a repeat of it.
             # (A held stop was never taken: its repetition is the one to deliver.)
@@ -668,7 +697,7 @@ class KdHost:
                 self._retransmit(flight, now)
 
     def _on_sync(self, *, announce: bool) -> None:
-        self._next_id = INITIAL_PACKET_ID
+        self._next_id = self.dialect.host_first_id
         self._last_target_packet = None
         self._ids_known = True
         self._held = None
@@ -736,7 +765,8 @@ class KdHost:
             self._count("unexpected_reply")
             return
         if not flight.acked:
-            self._next_id ^= 1  # the reply proves the request arrived (rizin's rule)
+            # The reply proves the request arrived (rizin's rule).
+            self._next_id = self.dialect.next_id(self._next_id)
         self._in_flight = None
         if flight.operation is not None:
             self._advance(flight.operation, reply)
@@ -762,7 +792,7 @@ class KdHost:
             # The Continue's ACK was lost but the target ran and stopped again (rule 7): it
             # did take the Continue, so its id is used up.
             self._in_flight = None
-            self._next_id ^= 1
+            self._next_id = self.dialect.next_id(self._next_id)
             self._resumed(flight.operation, now)
         elif self._stop is not None:
             self._abandon_all("the target reported a new stop")
@@ -805,7 +835,23 @@ class KdHost:
     # ------------------------------------------------------------------ helpers
 
     def _send_control(self, packet_type: int, packet_id: int = CONTROL_PACKET_ID) -> None:
-        self._out += encode_control_packet(packet_type, packet_id)
+        if packet_type == PacketType.KD_RESET:
+            packet_id = self.dialect.reset_id(self._next_id)
+        self._emit(encode_control_packet(packet_type, packet_id))
+
+    def _emit(self, wire: bytes) -> None:
+        """Serial: append to the byte stream. KDNET: one datagram per packet (or break-in)."""
+        if self.dialect.datagrams:
+            self._datagrams.append(wire)
+        else:
+            self._out += wire
+
+    def _after_reset(self) -> None:
+        """Our RESET went out: on serial both sides start again at the initial id; under
+        KDNET the RESET carried our next id, which the target now expects."""
+        self._next_id = self.dialect.id_after_reset(
+            self._next_id, first_id=self.dialect.host_first_id
+        )
 
     def _count(self, kind: str, amount: int = 1) -> None:
         self.noise_counters[kind] = self.noise_counters.get(kind, 0) + amount

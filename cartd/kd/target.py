@@ -39,7 +39,6 @@ from cartd.kd.constants import (
     BREAKIN_BYTE,
     CONTROL_PACKET_ID,
     INITIAL_PACKET_ID,
-    SYNC_PACKET_ID,
     NewState,
     PacketType,
 )
@@ -49,6 +48,7 @@ from cartd.kd.debug_io import (
     pull_debug_io,
     push_debug_io,
 )
+from cartd.kd.dialect import SERIAL, KdDialect
 from cartd.kd.errors import KdDecodeError, KdUsageError
 from cartd.kd.file_io import FileIoMessage, pull_file_io, push_file_io
 from cartd.kd.framing import (
@@ -58,6 +58,7 @@ from cartd.kd.framing import (
     NoiseDetected,
     PacketDecoded,
     PacketDecoder,
+    decode_datagram_packet,
     encode_control_packet,
     encode_data_packet,
 )
@@ -146,18 +147,28 @@ class _Sending:
 class KdTarget:
     """KD TARGET role over a byte stream."""
 
-    def __init__(self, *, ack_timeout: float = 1.0, seconds_per_byte: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        ack_timeout: float = 1.0,
+        seconds_per_byte: float = 0.0,
+        dialect: KdDialect = SERIAL,
+    ) -> None:
+        """`dialect`: SERIAL for a byte stream (`receive_data`, `data_to_send`), KDNET for
+        data-channel datagrams (`receive_datagram`, `datagrams_to_send`)."""
+        self.dialect = dialect
         self._ack_timeout = ack_timeout
         self._seconds_per_byte = seconds_per_byte
         self._decoder = PacketDecoder()
         self._out = bytearray()
+        self._datagrams: list[bytes] = []
         self._events: deque[TargetEvent] = deque()
         self._queue: deque[tuple[Outgoing, int, bytes]] = deque()
         self._sending: _Sending | None = None
         self._awaiting: int | None = None  # packet type a receive waits for
         self._last_stop: bytes | None = None
-        self._next_id = INITIAL_PACKET_ID | SYNC_PACKET_ID
-        self._expected_id = INITIAL_PACKET_ID
+        self._next_id = dialect.target_first_id
+        self._expected_id = dialect.host_first_id
         self._retries = BOOT_RETRIES
         self._retries_left = BOOT_RETRIES
         self.debugger_present = True
@@ -181,14 +192,34 @@ class KdTarget:
         return not self.reading and not self._queue
 
     def receive_data(self, data: bytes, now: float) -> None:
+        if self.dialect.datagrams:
+            raise KdUsageError("this target speaks KDNET: use receive_datagram()")
         if not self.reading:
             self._poll_break_in(data)
             return
         self._handle(self._decoder.receive_data(data, now), now)
 
+    def receive_datagram(self, datagram: bytes, now: float) -> None:
+        """One decrypted KDNET data-channel datagram."""
+        if not self.dialect.datagrams:
+            raise KdUsageError("this target speaks serial KD: use receive_data()")
+        if not self.reading:
+            if datagram == bytes([BREAKIN_BYTE]):  # kdnet.md 3.4: break-in is a 1-byte datagram
+                self._poll_break_in(datagram)
+            return
+        if datagram == bytes([BREAKIN_BYTE]):
+            self._handle([BreakInByte()], now)
+            return
+        decoded = decode_datagram_packet(datagram)
+        self._handle([PacketDecoded(decoded) if isinstance(decoded, KdPacket) else decoded], now)
+
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()
+        return out
+
+    def datagrams_to_send(self) -> list[bytes]:
+        out, self._datagrams = self._datagrams, []
         return out
 
     def next_event(self) -> TargetEvent | None:
@@ -271,8 +302,8 @@ class KdTarget:
         self._sending = None
         self._awaiting = None
         self._last_stop = None
-        self._next_id = INITIAL_PACKET_ID | SYNC_PACKET_ID
-        self._expected_id = INITIAL_PACKET_ID
+        self._next_id = self.dialect.target_first_id
+        self._expected_id = self.dialect.host_first_id
         self._retries = self._retries_left = BOOT_RETRIES
         self.debugger_present = True
         self.ctrl_c_pending = False
@@ -298,15 +329,17 @@ class KdTarget:
 
     def _transmit(self, sending: _Sending, now: float) -> None:
         sending.packet_id = self._next_id
-        wire = encode_data_packet(sending.packet_type, sending.packet_id, sending.payload)
+        wire = encode_data_packet(
+            sending.packet_type, sending.packet_id, sending.payload, trailer=self.dialect.trailer
+        )
         sending.deadline = now + self._ack_timeout + len(wire) * self._seconds_per_byte
-        self._out += wire
+        self._emit(wire)
 
     def _delivered(self, now: float) -> None:
         sending = self._sending
         assert sending is not None
         self._sending = None
-        self._next_id = (self._next_id ^ 1) & ~SYNC_PACKET_ID
+        self._next_id = self.dialect.next_id(self._next_id)
         self._retries = self._retries_left = DEFAULT_RETRIES
         if sending.kind in _AWAITS_AFTER:
             self._awaiting = _AWAITS_AFTER[sending.kind]
@@ -321,8 +354,8 @@ class KdTarget:
 
     def _declare_debugger_absent(self) -> None:
         self.debugger_present = False
-        self._next_id = INITIAL_PACKET_ID | SYNC_PACKET_ID
-        self._expected_id = INITIAL_PACKET_ID
+        self._next_id = self.dialect.target_first_id
+        self._expected_id = self.dialect.host_first_id
         self._retries = BOOT_RETRIES
 
     def _resend_stop(self, now: float) -> None:
@@ -360,7 +393,7 @@ class KdTarget:
     def _on_control(self, packet: KdPacket, now: float) -> None:
         sending = self._sending
         if packet.packet_type == PacketType.KD_ACKNOWLEDGE:
-            if sending is not None and packet.packet_id == sending.packet_id & ~SYNC_PACKET_ID:
+            if sending is not None and packet.packet_id == self.dialect.ack_id(sending.packet_id):
                 self._delivered(now)
             else:
                 self._count("stray_ack")
@@ -370,7 +403,12 @@ class KdTarget:
             elif self.stopped:
                 self._resend_stop(now)
         elif packet.packet_type == PacketType.KD_RESET:
-            self._next_id = self._expected_id = INITIAL_PACKET_ID
+            if self.dialect.datagrams:
+                # kdnet.dll takes the id of a host RESET as the next one it expects (kdnet.md
+                # 3.4, seen in capture A); its own ids go on.
+                self._expected_id = packet.packet_id
+            else:
+                self._next_id = self._expected_id = INITIAL_PACKET_ID
             self._send_control(PacketType.KD_RESET)
             if sending is not None:
                 self._transmit(sending, now)
@@ -395,7 +433,7 @@ class KdTarget:
         except KdDecodeError:
             self._count("undecodable_packet")
             return
-        self._expected_id ^= 1
+        self._expected_id = self.dialect.next_id(self._expected_id)
         if packet.packet_type != PacketType.KD_STATE_MANIPULATE:
             self._awaiting = None
         self._events.append(event)
@@ -409,7 +447,15 @@ class KdTarget:
         return FileIoAnswered(message=pull_file_io(packet.payload))
 
     def _send_control(self, packet_type: int, packet_id: int = CONTROL_PACKET_ID) -> None:
-        self._out += encode_control_packet(packet_type, packet_id)
+        if packet_type == PacketType.KD_RESET:
+            packet_id = self.dialect.reset_id(self._next_id)
+        self._emit(encode_control_packet(packet_type, packet_id))
+
+    def _emit(self, wire: bytes) -> None:
+        if self.dialect.datagrams:
+            self._datagrams.append(wire)
+        else:
+            self._out += wire
 
     def _count(self, kind: str, amount: int = 1) -> None:
         self.noise_counters[kind] = self.noise_counters.get(kind, 0) + amount
