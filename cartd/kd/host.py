@@ -654,6 +654,11 @@ class KdHost:
         if packet.is_control:
             self._on_control(packet, now)
             return
+        if packet.packet_type == PacketType.UNUSED:
+            # KDNET's first datagram after the handshake; read and ignored (kdnet.md 3.4).
+            self._heard_target = True
+            self._count("unused_packet")
+            return
         first_contact = not self._heard_target
         self._heard_target = True
         self._send_control(PacketType.KD_ACKNOWLEDGE, self.dialect.ack_id(packet.packet_id))
