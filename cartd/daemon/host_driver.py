@@ -1,15 +1,18 @@
-"""Drives a sans-I/O `KdHost` over a byte stream with asyncio: the daemon's KD connection.
+"""Drives a sans-I/O `KdHost` with asyncio: the daemon's KD connection.
 
-One task reads the stream and feeds the core; one re-armed `call_at` handle serves the core's
-single deadline (aioquic's pattern); bytes the core wants sent are written after every call.
-Request tokens become awaitable results; every other event goes to `events`.
+`KdDriver` is what every link shares: request tokens become awaitable results, every other
+event goes to `events`, and one re-armed `call_at` handle serves the core's deadline
+(aioquic's pattern). Subclasses move the bytes: `HostDriver` over a serial byte stream here,
+`KdnetDriver` (cartd.daemon.kdnet_driver) over encrypted UDP datagrams.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Protocol
 
 from cartd.kd.debugger_data import DebuggerData
 from cartd.kd.events import (
@@ -32,19 +35,20 @@ class KdRequestError(Exception):
         self.status = status
 
 
-class HostDriver:
-    def __init__(
-        self,
-        stream: ByteStream,
-        host: KdHost,
-        *,
-        on_traffic: Callable[[bytes, bool], None] | None = None,
-    ) -> None:
-        """`on_traffic(data, from_target)` sees every byte in both directions (for capture)."""
-        self.stream = stream
+class Timed(Protocol):
+    """A sans-I/O protocol object with a deadline (a transport's own protocol, e.g. KDNET's
+    handshake and crypto layer under the KD core)."""
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+
+class KdDriver(ABC):
+    def __init__(self, host: KdHost, *, transport: Timed | None = None) -> None:
         self.host = host
+        self._transport = transport
         self.events: asyncio.Queue[HostEvent] = asyncio.Queue()
-        self._on_traffic = on_traffic
         self._waiting: dict[int, asyncio.Future[object]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -53,37 +57,25 @@ class HostDriver:
     def now(self) -> float:
         return self._loop.time()
 
-    async def run(self) -> None:
-        """Read until the link closes; then fail whatever waits."""
-        try:
-            while True:
-                data = await self.stream.read()
-                if self._on_traffic is not None:
-                    self._on_traffic(data, True)
-                self.host.receive_data(data, self.now())
-                self._service()
-        except LinkClosed:
-            pass
-        finally:
-            self._shutdown()
+    @abstractmethod
+    def _send_output(self) -> None:
+        """Put whatever the core (and the transport's own protocol) wants sent on the wire."""
 
     def _shutdown(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_exception(KdRequestError("the link closed", None))
-        self._waiting.clear()
+        self._fail_waiting("the link closed")
         self.closed.set()
 
+    def _fail_waiting(self, reason: str) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(KdRequestError(reason, None))
+        self._waiting.clear()
+
     def _service(self) -> None:
-        """After any call into the core: send its bytes, route its events, re-arm the timer."""
-        data = self.host.data_to_send()
-        if data:
-            if self._on_traffic is not None:
-                self._on_traffic(data, False)
-            with contextlib.suppress(LinkClosed):
-                self.stream.write(data)
+        """After any call into the core: send its output, route its events, re-arm the timer."""
+        self._send_output()
         while (event := self.host.next_event()) is not None:
             if isinstance(event, RequestCompleted | RequestFailed):
                 self._settle(event)
@@ -101,7 +93,9 @@ class HostDriver:
             future.set_exception(KdRequestError(event.reason, event.status))
 
     def _rearm(self) -> None:
-        deadline = self.host.get_timer()
+        transport = self._transport.get_timer() if self._transport is not None else None
+        deadlines = [d for d in (self.host.get_timer(), transport) if d is not None]
+        deadline = min(deadlines) if deadlines else None
         if self._timer is not None:
             if deadline is not None and self._timer.when() == deadline:
                 return
@@ -112,7 +106,10 @@ class HostDriver:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.host.handle_timer(self.now())
+        now = self.now()
+        if self._transport is not None:
+            self._transport.handle_timer(now)
+        self.host.handle_timer(now)
         self._service()
 
     # ------------------------------------------------------------------ commands
@@ -167,3 +164,41 @@ class HostDriver:
 
     async def next_event(self, timeout: float | None = None) -> HostEvent:
         return await asyncio.wait_for(self.events.get(), timeout)
+
+
+class HostDriver(KdDriver):
+    """A KD connection over a serial byte stream (a tty, a pty, a socket)."""
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        host: KdHost,
+        *,
+        on_traffic: Callable[[bytes, bool], None] | None = None,
+    ) -> None:
+        """`on_traffic(data, from_target)` sees every byte in both directions (for capture)."""
+        super().__init__(host)
+        self.stream = stream
+        self._on_traffic = on_traffic
+
+    async def run(self) -> None:
+        """Read until the link closes; then fail whatever waits."""
+        try:
+            while True:
+                data = await self.stream.read()
+                if self._on_traffic is not None:
+                    self._on_traffic(data, True)
+                self.host.receive_data(data, self.now())
+                self._service()
+        except LinkClosed:
+            pass
+        finally:
+            self._shutdown()
+
+    def _send_output(self) -> None:
+        data = self.host.data_to_send()
+        if data:
+            if self._on_traffic is not None:
+                self._on_traffic(data, False)
+            with contextlib.suppress(LinkClosed):
+                self.stream.write(data)

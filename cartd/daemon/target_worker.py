@@ -1,6 +1,6 @@
 """One target's session over one KD connection: the daemon's glue between layers.
 
-The worker reads what the host core reports (through `HostDriver`), asks the session policy
+The worker reads what the host core reports (through `KdDriver`), asks the session policy
 what each event means and what to do, carries the decision out with requests, and hands every
 journal event to `publish` (recording and fan-out happen there). Human commands from the control
 socket arrive as `break_in()`, `go()` and `reboot()`.
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from cartd import events as ev
-from cartd.daemon.host_driver import HostDriver, KdRequestError
+from cartd.daemon.host_driver import KdDriver, KdRequestError
 from cartd.kd import events as kd
 from cartd.session.policy import (
     CommandRefused,
@@ -41,13 +41,13 @@ class TargetWorker:
         self.session = session
         self._publish = publish
         self._write_identity = write_identity
-        self._driver: HostDriver | None = None
+        self._driver: KdDriver | None = None
 
     @property
     def connected(self) -> bool:
         return self._driver is not None
 
-    async def serve(self, driver: HostDriver) -> None:
+    async def serve(self, driver: KdDriver) -> None:
         """Follow one connection until its link closes."""
         self._driver = driver
         self.session.link_up()
@@ -66,7 +66,7 @@ class TargetWorker:
             self._driver = None
             self.session.link_down()
 
-    async def _follow(self, driver: HostDriver) -> None:
+    async def _follow(self, driver: KdDriver) -> None:
         while True:
             event = await driver.events.get()
             for journal_event in self.session.on_host_event(event, wall_time=time.time()):
@@ -76,7 +76,7 @@ class TargetWorker:
             elif isinstance(event, kd.PromptReceived):
                 self._answer_prompt(driver, event)
 
-    def _answer_prompt(self, driver: HostDriver, prompt: kd.PromptReceived) -> None:
+    def _answer_prompt(self, driver: KdDriver, prompt: kd.PromptReceived) -> None:
         answer = self.session.policy.prompt_answer
         driver.command(lambda now: driver.host.answer_prompt(answer.encode(), now))
         self._publish(
@@ -85,7 +85,7 @@ class TargetWorker:
             )
         )
 
-    async def _on_stop(self, driver: HostDriver, stop: kd.StateChanged) -> None:
+    async def _on_stop(self, driver: KdDriver, stop: kd.StateChanged) -> None:
         if self.session.identity is None:
             await self._learn_identity(driver, stop)
         journal, decision = self.session.on_stop(stop)
@@ -93,7 +93,7 @@ class TargetWorker:
             self._publish(journal_event)
         await self._carry_out(driver, decision)
 
-    async def _learn_identity(self, driver: HostDriver, stop: kd.StateChanged) -> None:
+    async def _learn_identity(self, driver: KdDriver, stop: kd.StateChanged) -> None:
         try:
             version = await driver.get_version()
             kdbg = await driver.get_debugger_data()
@@ -108,7 +108,7 @@ class TargetWorker:
         self._write_identity(identity)
         self._publish(event)
 
-    async def _carry_out(self, driver: HostDriver, decision: Decision) -> None:
+    async def _carry_out(self, driver: KdDriver, decision: Decision) -> None:
         try:
             if isinstance(decision, ResumeTarget):
                 await driver.resume()
@@ -121,7 +121,7 @@ class TargetWorker:
 
     # ------------------------------------------------------------------ human commands
 
-    def _require_driver(self) -> HostDriver:
+    def _require_driver(self) -> KdDriver:
         if self._driver is None:
             raise CommandRefused(
                 "link_down",
