@@ -8,6 +8,7 @@ import sys
 
 from cartd import client_commands, demo
 from cartd.daemon import command as run_command
+from cartd.decode import command as decode_command
 from cartd.sim import command as sim_command
 
 
@@ -45,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(run=demo.run)
+    decode = commands.add_parser(
+        "decode",
+        help="decode a KDNET pcap/pcapng or a cartd serial wire.pcapng offline",
+        description="Read a capture, decrypt its KDNET datagrams with the key (following the "
+        "handshake to the data key) and print one line per datagram and KD packet, then a "
+        "summary. cartd's own serial wire.pcapng files need no key.",
+    )
+    decode_command.add_arguments(decode)
+    decode.set_defaults(run=decode_command.run)
     return parser
 
 
