@@ -292,6 +292,14 @@ class KdTarget:
         self._last_stop = None
         self._go_idle_if_done()
 
+    def restart_ids(self, now: float) -> None:
+        """Start the packet ids again (a new KDNET session): the packet on its way, if any, is
+        sent again with the new id."""
+        self._next_id = self.dialect.target_first_id
+        self._expected_id = self.dialect.host_first_id
+        if self._sending is not None:
+            self._transmit(self._sending, now)
+
     def take_ctrl_c_pending(self) -> bool:
         pending, self.ctrl_c_pending = self.ctrl_c_pending, False
         return pending

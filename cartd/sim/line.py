@@ -88,6 +88,21 @@ class LineFaults:
             out += self._damage(piece)
         return bytes(out)
 
+    def apply_datagrams(self, datagrams: list[bytes]) -> list[bytes]:
+        """KDNET: datagrams are lost or duplicated whole; a damaged one would fail
+        authentication and be dropped by the receiver, which is also a loss."""
+        if not self.rates.any:
+            return datagrams
+        out: list[bytes] = []
+        damaged = self.rates.bit_flip + self.rates.dropped_byte + self.rates.garbage
+        for datagram in datagrams:
+            if self._hit(self.rates.lost, "lost") or self._hit(damaged, "damaged"):
+                continue
+            out.append(datagram)
+            if self._hit(self.rates.duplicate, "duplicate"):
+                out.append(datagram)
+        return out
+
     def _hit(self, rate: float, kind: str) -> bool:
         if rate and self._rng.random() < rate:
             self.counts[kind] = self.counts.get(kind, 0) + 1

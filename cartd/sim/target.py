@@ -27,6 +27,7 @@ from cartd.kd.constants import (
     NtStatus,
 )
 from cartd.kd.context import Amd64Register, read_register, with_register
+from cartd.kd.dialect import SERIAL, KdDialect
 from cartd.kd.state_change import (
     Amd64ControlReport,
     ExceptionRecord,
@@ -91,10 +92,15 @@ class SimulatedTarget:
         noise: FaultRates | None = None,
         ack_timeout: float = 1.0,
         seconds_per_byte: float = 0.0,
+        dialect: KdDialect = SERIAL,
     ) -> None:
+        """`dialect`: SERIAL for a byte stream, KDNET for data-channel datagrams (the KDNET
+        crypto and handshake are the server's job, see cartd.sim.kdnet_serve)."""
         self.machine = machine
         self.scenario = scenario
-        self.kd = KdTarget(ack_timeout=ack_timeout, seconds_per_byte=seconds_per_byte)
+        self.kd = KdTarget(
+            ack_timeout=ack_timeout, seconds_per_byte=seconds_per_byte, dialect=dialect
+        )
         self.api = DebuggerApi(machine)
         self._rng = random.Random(seed)
         rates = noise or FaultRates()
@@ -110,6 +116,7 @@ class SimulatedTarget:
         self._heartbeat = 0
         self.notices: deque[str] = deque(maxlen=1000)
         self.bugchecked = False
+        self.boots = 0  # how many times the machine has booted (a KDNET server re-handshakes)
 
     # ------------------------------------------------------------------ sans-I/O surface
 
@@ -123,6 +130,21 @@ class SimulatedTarget:
 
     def data_to_send(self) -> bytes:
         return self.faults_to_host.apply(self.kd.data_to_send())
+
+    def receive_datagram(self, datagram: bytes, now: float) -> None:
+        """KDNET: one data-channel datagram's body (already authenticated and decrypted)."""
+        for delivered in self.faults_from_host.apply_datagrams([datagram]):
+            self.kd.receive_datagram(delivered, now)
+        self._process(now)
+
+    def datagrams_to_send(self) -> list[bytes]:
+        return self.faults_to_host.apply_datagrams(self.kd.datagrams_to_send())
+
+    def new_kdnet_session(self, now: float) -> None:
+        """A KDNET handshake completed: KD packet ids start again on both sides (kdnet.md
+        3.3); whatever was on its way is sent again under the new ids."""
+        self.kd.restart_ids(now)
+        self._process(now)
 
     def get_timer(self) -> float | None:
         deadlines = [self.kd.get_timer()]
@@ -193,6 +215,7 @@ class SimulatedTarget:
     # ------------------------------------------------------------------ boot and scenario
 
     def _boot(self, now: float) -> None:
+        self.boots += 1
         self._boot_generation += 1
         self._boot_time = now
         self._schedule.clear()
