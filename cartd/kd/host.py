@@ -24,10 +24,11 @@ Rules, from spec sections 3, 4 and 8:
    (GetVersion, DebuggerDataList) and, when the PC is BreakpointWithStatus, reads RCX to tell a
    break-in from a bugcheck, whose code and parameters come from KiBugCheckData (or, failing
    that, from the "Fatal System Error" DbgPrint).
-7. After a Continue the host assumes the target runs, and checks once: a second later it sends
-   a RESET unless the target has been heard. A running target ignores it; one that is still
-   stopped (the Continue was lost, or taken for a duplicate) answers by sending its stop again,
-   which is reported again. A Continue never ACKed at all is handled the same way.
+7. After a Continue the host assumes the target runs, and checks: a second later, and twice
+   more a second apart, it sends a RESET unless the target has been heard. A running target
+   ignores it; one that is still stopped (the Continue was lost, or taken for a duplicate)
+   answers by sending its stop again, which is reported again. A Continue never ACKed at all
+   is handled the same way, and so is a break-in that gets no stop: RESETs go with the repeats.
 
 Requests are generator "plans" (`cartd.kd.host_plans`): this module runs them one packet at a
 time and owns the transport rules above; the plans own what is asked.
@@ -106,6 +107,10 @@ _RESUMING_APIS = frozenset(
         ManipulateApi.CAUSE_BUGCHECK,
     }
 )
+
+
+# RESETs sent after a Continue until the target is heard (rule 7).
+RESUME_PROBES = 3
 
 
 class TargetState(Enum):
@@ -218,6 +223,7 @@ class KdHost:
         self._heard_target = False
         self._connect_deadline: float | None = None
         self._resume_probe_deadline: float | None = None
+        self._resume_probes_left = 0
         self._break_in_deadline: float | None = None
         self._held: _Held | None = None
 
@@ -289,13 +295,20 @@ class KdHost:
             self._connect_deadline = now + self._tuning.reset_interval
         if self._resume_probe_deadline is not None and now >= self._resume_probe_deadline:
             # Rule 7: a target that took the Continue for a duplicate is still stopped; it
-            # answers this RESET by sending its stop again. A running one ignores it.
-            self._resume_probe_deadline = None
+            # answers this RESET by sending its stop again. A running one ignores it. A few
+            # tries, in case the line eats one: a target left stopped serves nothing.
+            self._resume_probes_left -= 1
+            self._resume_probe_deadline = (
+                now + self._tuning.reset_interval if self._resume_probes_left > 0 else None
+            )
             self._send_control(PacketType.KD_RESET)
         if self._break_in_deadline is not None and now >= self._break_in_deadline:
             self._count("break_in_repeated")
             self._break_in_deadline = now + self._tuning.break_in_interval
             self._emit(bytes([BREAKIN_BYTE]))
+            # As ntoseye does: a target that is in fact stopped ignores break-ins but answers a
+            # RESET by sending its stop again; a running one ignores the RESET.
+            self._send_control(PacketType.KD_RESET)
         if self._held is not None and now >= self._held.deadline:
             self._held_timeout(now)
         flight = self._in_flight
@@ -616,6 +629,7 @@ class KdHost:
     def _resumed(self, operation: _Operation, now: float) -> None:
         self.state = TargetState.RUNNING
         self._resume_probe_deadline = now + self._tuning.reset_interval
+        self._resume_probes_left = RESUME_PROBES
         self._stop = None
         self._stop_reported = False
         self._events.append(TargetRunning())
