@@ -89,6 +89,19 @@ def add_arguments(commands: Any) -> None:
     )
     events.set_defaults(run=run_events)
 
+    key = commands.add_parser(
+        "key",
+        help="give cartd the KDNET key of the target on a port",
+        description="Give the daemon the key of the KDNET target that sends to PORT (the key "
+        "`bcdedit /dbgsettings` shows on the target). It is checked, kept readable only by the "
+        "daemon's user, and never shown again. KEY '-' reads it from standard input, which "
+        "keeps it out of the shell history and the process list.",
+    )
+    add_socket_arguments(key)
+    key.add_argument("port", type=int, metavar="PORT", help="the UDP port (bcdedit's port:)")
+    key.add_argument("key", metavar="KEY", help="the key, or - to read it from standard input")
+    key.set_defaults(run=run_key)
+
     for name, method, text in (
         ("break", "break", "break in to a running target and hold it for you"),
         ("go", "continue", "continue a stopped target (after a break-in or a held bugcheck)"),
@@ -228,6 +241,21 @@ def format_event(event: ev.Event, *, as_json: bool, colour: bool) -> str:
     lines = ev.describe(event).split("\n")
     indent = " " * (len(stamp) + len(subject) + 18)
     return prefix + ("\n" + indent).join(lines)
+
+
+def run_key(args: argparse.Namespace) -> int:
+    key = sys.stdin.readline().strip() if args.key == "-" else args.key
+
+    async def command() -> int:
+        async with await ControlClient.connect(socket_path(args)) as client:
+            await client.call("key", port=args.port, key=key)
+        print(
+            f"cartd: key stored for KDNET port {args.port}; the target connects at its next "
+            "poke (within 3 s)"
+        )
+        return 0
+
+    return _client_errors(command())
 
 
 def run_target_command(args: argparse.Namespace) -> int:

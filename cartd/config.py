@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -29,6 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
+
+from cartd.kd.kdnet.keys import KdnetKeyError, parse_key
 
 DEFAULT_CONFIG_PATH = Path("/etc/cartd/cartd.toml")
 DEFAULT_RUNTIME_DIRECTORY = Path("/run/cartd")  # the service's RuntimeDirectory=cartd
@@ -68,6 +71,17 @@ class CaptureConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KdnetConfig:
+    """Where cartd listens for KDNET targets: one UDP port per target (kdnet.md 3.5)."""
+
+    ports: tuple[int, ...] = (50000,)
+    interface: str = "0.0.0.0"  # the address to listen on; the targets' hostip must reach it
+    # Keys by port, as `bcdedit /dbgsettings` printed them. Never logged; keys added at run time
+    # with `cartd key` are kept in <state_dir>/kdnet-keys.json instead.
+    keys: Mapping[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The daemon's whole configuration; `Config()` is what it runs with when there is no file."""
 
@@ -80,6 +94,7 @@ class Config:
     policy: Policy = Policy()
     targets: Mapping[str, Policy] = field(default_factory=dict)  # complete, [policy] filled in
     capture: CaptureConfig = CaptureConfig()
+    kdnet: KdnetConfig = field(default_factory=KdnetConfig)
     source: Path | None = None  # the file this came from; None when it is all defaults
 
     def control_socket_path(self) -> Path:
@@ -178,6 +193,7 @@ def _read_file(path: Path, data: bytes) -> Config:
             for target_id, overrides in targets.items()
         },
         capture=CaptureConfig(**sections.get("capture", {})),
+        kdnet=KdnetConfig(**sections.get("kdnet", {})),
         source=path,
     )
 
@@ -492,6 +508,60 @@ def _distinct(items: list[Any]) -> tuple[Any, ...]:
     return tuple(items)
 
 
+# A range of ports is written "50000-50009"; more than this many in one range is a typo.
+_MAX_PORT_RANGE = 256
+
+
+def _udp_port(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise _Invalid(_expected("a UDP port from 1 to 65535", value))
+    return value
+
+
+def _udp_ports(value: object) -> tuple[int, ...]:
+    what = 'a list of UDP ports or ranges, e.g. [50000, "50010-50019"]'
+    if not isinstance(value, list):
+        raise _Invalid(_expected(what, value))
+    ports: list[int] = []
+    for item in value:
+        if isinstance(item, str) and re.fullmatch(r"\d+-\d+", item):
+            first, last = (int(part) for part in item.split("-"))
+            if not 1 <= first <= last <= 65535 or last - first >= _MAX_PORT_RANGE:
+                raise _Invalid(f"{item!r} is not a range of at most {_MAX_PORT_RANGE} ports")
+            ports.extend(range(first, last + 1))
+        elif isinstance(item, int) and not isinstance(item, bool):
+            ports.append(_udp_port(item))
+        else:
+            raise _Invalid(_expected(what, item))
+    return _distinct(ports)
+
+
+def _ip_address(value: object) -> str:
+    try:
+        return str(ipaddress.ip_address(value if isinstance(value, str) else ""))
+    except ValueError:
+        raise _Invalid(_expected('an IP address such as "0.0.0.0" or "10.0.0.2"', value)) from None
+
+
+def _kdnet_keys(value: object) -> dict[int, str]:
+    """Port -> key. A bad key is described without repeating it: keys must not reach logs."""
+    if not isinstance(value, dict):
+        raise _Invalid(_expected('a table of keys by port, e.g. keys = { 50000 = "..." }', value))
+    keys: dict[int, str] = {}
+    for port_text, key in value.items():
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise _Invalid(f"{port_text!r} is not a UDP port (the table is keyed by port)")
+        try:
+            parse_key(key if isinstance(key, str) else "")
+        except KdnetKeyError:
+            raise _Invalid(
+                f"the key for port {port_text} is not a KDNET key: it should be four words of "
+                "0-9 and a-z separated by dots, as `bcdedit /dbgsettings` prints it"
+            ) from None
+        keys[int(port_text)] = key.strip().lower()
+    return keys
+
+
 # --- The schema ----------------------------------------------------------------------------------
 # Each table's keys and how each value is checked and converted. The dataclasses above hold the
 # defaults; a key left out of the file keeps its default.
@@ -522,6 +592,11 @@ _SECTIONS: dict[str, dict[str, _Convert]] = {
         "quota_mb": _integer(1),
         "fsync_interval": _seconds,
         "wire_capture": _boolean,
+    },
+    "kdnet": {
+        "ports": _udp_ports,
+        "interface": _ip_address,
+        "keys": _kdnet_keys,
     },
 }
 

@@ -14,6 +14,7 @@ import pytest
 from cartd import config
 from cartd.config import (
     CaptureConfig,
+    KdnetConfig,
     Config,
     ConfigError,
     Policy,
@@ -244,7 +245,8 @@ def test_the_example_with_every_setting_switched_on_loads_at_the_defaults(tmp_pa
 
 def test_the_example_documents_every_setting() -> None:
     document = tomllib.loads(uncommented(EXAMPLE.read_text(encoding="utf-8")))
-    sections = {"serial": SerialConfig, "policy": Policy, "capture": CaptureConfig}
+    sections = {"serial": SerialConfig, "policy": Policy, "capture": CaptureConfig,
+                "kdnet": KdnetConfig}
     top_level = {setting.name for setting in dataclasses.fields(Config)} - {
         *sections,
         "targets",
@@ -481,10 +483,10 @@ MALFORMED = [
         id="unknown-section",
     ),
     pytest.param(
-        "[kdnet]\nport = 50000\n",
+        "[printer]\nport = 50000\n",
         1,
-        "kdnet",
-        "unknown section 'kdnet'",
+        "printer",
+        "unknown section 'printer'",
         id="unknown-section-far-from-any",
     ),
     pytest.param(
@@ -718,3 +720,37 @@ def test_the_line_of_a_key(tmp_path: Path, text: str, line: int, key: str) -> No
     error = load_error(write(tmp_path, text))
     assert (error.line, error.key) == (line, key)
     assert str(error).startswith(f"{error.path}:{line}: {key}: ")
+
+
+# --- KDNET -----------------------------------------------------------------------------------
+
+
+def test_kdnet_ports_ranges_interface_and_keys(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[kdnet]\nports = [50000, "50010-50012"]\ninterface = "10.0.0.2"\n'
+        'keys = { 50000 = "1.2.3.4", "50010" = "ABC.DEF.1.2" }\n',
+    )
+    kdnet = load_config(path).kdnet
+    assert kdnet.ports == (50000, 50010, 50011, 50012)
+    assert kdnet.interface == "10.0.0.2"
+    assert kdnet.keys == {50000: "1.2.3.4", 50010: "abc.def.1.2"}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("ports = [70000]", "expected a UDP port from 1 to 65535, got 70000"),
+        ('ports = ["50000-60000"]', "'50000-60000' is not a range of at most 256 ports"),
+        ('interface = "eth0"', "expected an IP address"),
+        ('keys = { 50000 = "secret.word" }', "the key for port 50000 is not a KDNET key"),
+    ],
+)
+def test_bad_kdnet_settings_are_refused_without_echoing_keys(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config(write(tmp_path, f"[kdnet]\n{text}\n"))
+    assert problem in str(refused.value)
+    assert refused.value.line == 2
+    assert "secret" not in str(refused.value)

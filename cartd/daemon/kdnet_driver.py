@@ -34,10 +34,12 @@ class KdnetDriver(KdDriver, asyncio.DatagramProtocol):
         kdnet: KdnetHost,
         *,
         on_session: Callable[[SessionStarted], None] | None = None,
+        on_drop: Callable[[DatagramDropped], None] | None = None,
     ) -> None:
         super().__init__(new_kd_host(), transport=kdnet)
         self.kdnet = kdnet
         self._on_session = on_session
+        self._on_drop = on_drop
         self._udp: asyncio.DatagramTransport | None = None
         self._sessions = 0
 
@@ -62,6 +64,8 @@ class KdnetDriver(KdDriver, asyncio.DatagramProtocol):
                 self.host.receive_datagram(event.body, now)
             elif isinstance(event, DatagramDropped):
                 self.events.put_nowait(kd.ProtocolNoise(kind=f"kdnet_{event.reason}", count=1))
+                if self._on_drop is not None:
+                    self._on_drop(event)
         self._service()
 
     def _session_started(self, event: SessionStarted, now: float) -> None:

@@ -29,8 +29,11 @@ from cartd.control.hub import EventHub, Subscription
 from cartd.control.protocol import ControlError, unknown_target
 from cartd.control.registry import MethodRegistry, Param
 from cartd.control.server import ControlServer
+from cartd.daemon.kdnet_keys import KeyStore
+from cartd.daemon.kdnet_link import KdnetLink
 from cartd.daemon.serial_link import SerialLink
 from cartd.daemon.target_worker import TargetWorker
+from cartd.kd.kdnet.keys import KdnetKeyError, parse_key
 from cartd.links.serial_ports import find_serial_ports
 from cartd.session.policy import CommandRefused, TargetSession
 
@@ -80,6 +83,14 @@ class Daemon:
         self._methods.register("break", self._break, target=target)
         self._methods.register("continue", self._continue, target=target)
         self._methods.register("reboot", self._reboot, target=target)
+        self._methods.register(
+            "key",
+            self._set_key,
+            port=Param(int, required=True, minimum=1, maximum=65535),
+            key=Param(str, required=True),
+        )
+        self.keys = KeyStore(config.state_dir)
+        self.kdnet_links: dict[int, KdnetLink] = {}
         self.targets: dict[str, _Target] = {}
         self.links: dict[str, SerialLink] = {}
         self._link_tasks: dict[str, asyncio.Task[None]] = {}
@@ -116,6 +127,7 @@ class Daemon:
         )
         housekeeping = asyncio.create_task(self._housekeeping())
         discovery = asyncio.create_task(self._discover())
+        self._start_kdnet_links()
         self.ready.set()
         try:
             await self.stopping.wait()
@@ -157,7 +169,21 @@ class Daemon:
                 return  # an explicit list does not change; vanished ports wait inside their task
             await asyncio.sleep(serial.rescan_seconds)
 
-    async def _run_link(self, link: SerialLink) -> None:
+    def _start_kdnet_links(self) -> None:
+        try:
+            stored = self.keys.load()
+        except KdnetKeyError as error:
+            log.error("%s; KDNET ports wait for keys given with `cartd key`", error)
+            stored = {}
+        for port in self.config.kdnet.ports:
+            key = self.config.kdnet.keys.get(port) or stored.get(port)
+            link = KdnetLink(
+                port, self.config, key=key, publish=self.publish, worker_for=self._worker_for
+            )
+            self.kdnet_links[port] = link
+            self._link_tasks[link.link] = asyncio.create_task(self._run_link(link))
+
+    async def _run_link(self, link: SerialLink | KdnetLink) -> None:
         try:
             await link.run()
         except asyncio.CancelledError:
@@ -255,7 +281,7 @@ class Daemon:
     # ------------------------------------------------------------------ control methods
 
     async def _status(self, params: object) -> dict[str, Any]:
-        links = [
+        links: list[dict[str, Any]] = [
             {
                 "link": link.link,
                 "device": link.candidate.device,
@@ -263,6 +289,15 @@ class Daemon:
                 "state": link.state,
             }
             for link in self.links.values()
+        ]
+        links += [
+            {
+                "link": link.link,
+                "device": link.device,
+                "target": link.target_id,
+                "state": link.state,
+            }
+            for link in self.kdnet_links.values()
         ]
         targets = []
         for record in self.targets.values():
@@ -300,3 +335,32 @@ class Daemon:
 
     async def _reboot(self, params: object) -> dict[str, Any]:
         return await self._command(params, "reboot")
+
+    async def _set_key(self, params: Any) -> dict[str, Any]:
+        """`cartd key PORT KEY`: store a KDNET key and serve the port with it. The key is
+        checked, kept in a file only the daemon's user reads, and never echoed."""
+        port, key = params["port"], params["key"].strip().lower()
+        link = self.kdnet_links.get(port)
+        if link is None:
+            ports = ", ".join(str(p) for p in self.kdnet_links) or "none"
+            raise ControlError(
+                "invalid_params",
+                f"cartd does not listen for KDNET on port "
+                f"{port} (ports: {ports}; see [kdnet] ports in the config)",
+            )
+        try:
+            parse_key(key)
+        except KdnetKeyError:
+            raise ControlError(
+                "invalid_params",
+                "that is not a KDNET key: four words of 0-9 "
+                "and a-z separated by dots, as `bcdedit /dbgsettings` shows",
+            ) from None
+        try:
+            self.keys.store(port, key)
+        except OSError as error:
+            raise ControlError(
+                "internal_error", f"cannot store the key in {self.keys.path}: {error.strerror}"
+            ) from None
+        link.set_key(key)
+        return {"port": port}

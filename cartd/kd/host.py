@@ -671,7 +671,6 @@ class KdHost:
         if packet.packet_type == PacketType.UNUSED:
             # KDNET's first datagram after the handshake; read and ignored (kdnet.md 3.4).
             self._heard_target = True
-            self._count("unused_packet")
             return
         first_contact = not self._heard_target
         self._heard_target = True
