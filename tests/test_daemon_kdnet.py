@@ -4,6 +4,8 @@ given at run time connects it, and everything arrives as events as on serial."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 from cartd.config import CaptureConfig, Config, KdnetConfig, SerialConfig
@@ -90,6 +92,15 @@ async def test_key_needed_then_key_at_run_time_then_events(tmp_path: Path) -> No
     assert key_file.stat().st_mode & 0o777 == 0o600
     journal = next(tmp_path.glob("targets/*/sessions/*/events.jsonl")).read_text()
     assert "DPC_WATCHDOG_VIOLATION" in journal and KEY not in journal
+    # The wire capture holds the real datagrams as IPv4/UDP: `cartd decode` reads it back.
+    (wire,) = tmp_path.glob("targets/*/sessions/*/wire.pcapng")
+    decoded = subprocess.run(
+        [sys.executable, "-m", "cartd", "decode", str(wire), "--key", KEY],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert decoded.returncode == 0, decoded.stderr
+    assert "GetVersion -> build 22621" in decoded.stdout
+    assert KEY not in decoded.stdout
 
 
 async def test_a_wrong_key_is_reported(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ from cartd.capture.layout import (
     identity_path,
     unused_session_dir,
 )
-from cartd.capture.wire import WireWriter
+from cartd.capture.wire import LINKTYPE_USER0, WireWriter
 from cartd.events import CaptureError, CaptureResumed, DebugPrint, Event
 
 # A full disk rarely frees itself within seconds; retrying more often only burns the card.
@@ -73,6 +73,7 @@ class SessionRecorder:
         session_dir: Path,
         identity_file: Path,
         wire_description: str | None,
+        wire_link_type: int,
         fsync_interval: float,
         retry_interval: float,
         backlog_events: int,
@@ -84,7 +85,10 @@ class SessionRecorder:
         self._journal = JournalWriter(session_dir / JOURNAL_NAME)
         self._console = ConsoleWriter(session_dir / CONSOLE_NAME)
         self._wire = WireWriter(
-            session_dir / WIRE_PARTIAL_NAME, session_dir / WIRE_NAME, wire_description
+            session_dir / WIRE_PARTIAL_NAME,
+            session_dir / WIRE_NAME,
+            wire_description,
+            link_type=wire_link_type,
         )
         self._fsync_interval = fsync_interval
         self._retry_interval = retry_interval
@@ -106,6 +110,7 @@ class SessionRecorder:
         *,
         wire_description: str | None,
         fsync_interval: float,
+        wire_link_type: int = LINKTYPE_USER0,
         retry_interval: float = DEFAULT_RETRY_INTERVAL,
         backlog_events: int = DEFAULT_BACKLOG_EVENTS,
         backlog_wire_bytes: int = DEFAULT_BACKLOG_WIRE_BYTES,
@@ -113,8 +118,10 @@ class SessionRecorder:
         """Start a new session directory for `target_id` and its three files.
 
         `wire_description` names the link in the capture (e.g. "kd-serial /dev/ttyUSB0 115200
-        8N1"); None gives a generic name. Never raises OSError: if nothing can be created the
-        recorder starts paused, and the returned events hold the `CaptureError` to publish.
+        8N1"); None gives a generic name. `wire_link_type`: LINKTYPE_USER0 for a serial link's
+        bytes, LINKTYPE_IPV4 for a KDNET link's datagrams (given as IPv4 packets). Never raises
+        OSError: if nothing can be created the recorder starts paused, and the returned events
+        hold the `CaptureError` to publish.
         """
         started = datetime.now(UTC)
         try:
@@ -128,6 +135,7 @@ class SessionRecorder:
             session_dir=session_dir,
             identity_file=identity_path(state_dir, target_id),
             wire_description=wire_description,
+            wire_link_type=wire_link_type,
             fsync_interval=fsync_interval,
             retry_interval=retry_interval,
             backlog_events=backlog_events,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from cartd.capture.wire import ipv4_udp_packet
 from cartd.daemon.host_driver import KdDriver
 from cartd.kd import events as kd
 from cartd.kd.dialect import KDNET
@@ -35,11 +36,16 @@ class KdnetDriver(KdDriver, asyncio.DatagramProtocol):
         *,
         on_session: Callable[[SessionStarted], None] | None = None,
         on_drop: Callable[[DatagramDropped], None] | None = None,
+        on_traffic: Callable[[bytes, bool], None] | None = None,
     ) -> None:
+        """`on_traffic(packet, from_target)` sees every datagram both ways, as the IPv4 packet
+        that carried it (for the wire capture)."""
         super().__init__(new_kd_host(), transport=kdnet)
         self.kdnet = kdnet
         self._on_session = on_session
         self._on_drop = on_drop
+        self._on_traffic = on_traffic
+        self._local: PeerAddress = ("0.0.0.0", 0)
         self._udp: asyncio.DatagramTransport | None = None
         self._sessions = 0
 
@@ -48,6 +54,8 @@ class KdnetDriver(KdDriver, asyncio.DatagramProtocol):
             lambda: self, local_addr=bind
         )
         self._udp = transport
+        name = transport.get_extra_info("sockname")
+        self._local = (str(name[0]), int(name[1]))
 
     def close(self) -> None:
         if self._udp is not None:
@@ -56,7 +64,10 @@ class KdnetDriver(KdDriver, asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         now = self.now()
-        self.kdnet.receive_datagram(data, (str(addr[0]), int(addr[1])), now)
+        peer = (str(addr[0]), int(addr[1]))
+        if self._on_traffic is not None:
+            self._on_traffic(ipv4_udp_packet(data, peer, self._local), True)
+        self.kdnet.receive_datagram(data, peer, now)
         while (event := self.kdnet.next_event()) is not None:
             if isinstance(event, SessionStarted):
                 self._session_started(event, now)
@@ -85,4 +96,6 @@ class KdnetDriver(KdDriver, asyncio.DatagramProtocol):
                 self.kdnet.send_data(body)
         if self._udp is not None:
             for datagram, addr in self.kdnet.datagrams_to_send():
+                if self._on_traffic is not None:
+                    self._on_traffic(ipv4_udp_packet(datagram, self._local, addr), False)
                 self._udp.sendto(datagram, addr)

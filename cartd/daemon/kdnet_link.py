@@ -51,6 +51,7 @@ class KdnetLink:
         key: str | None,
         publish: Callable[[ev.Event], None],
         worker_for: WorkerFactory,
+        on_traffic: Callable[[str, bytes, bool], None],
     ) -> None:
         self.port = port
         self.link = f"kdnet:{port}"
@@ -59,6 +60,7 @@ class KdnetLink:
         self._key = key
         self._publish = publish
         self._worker_for = worker_for
+        self._on_traffic = on_traffic
         self._key_changed = asyncio.Event()
         self._reported: dict[tuple[str, tuple[str, int]], float] = {}
         self.state = "waiting for a key" if key is None else "waiting for the target"
@@ -109,7 +111,10 @@ class KdnetLink:
     async def _serve(self, key: str) -> None:
         self.state = "waiting for the target"
         driver = KdnetDriver(
-            KdnetHost(parse_key(key)), on_session=self._session, on_drop=self._dropped
+            KdnetHost(parse_key(key)),
+            on_session=self._session,
+            on_drop=self._dropped,
+            on_traffic=lambda packet, inbound: self._on_traffic(self.target_id, packet, inbound),
         )
         self._driver = driver
         self._serving = None

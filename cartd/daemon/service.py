@@ -24,6 +24,7 @@ from cartd import events as ev
 from cartd.capture.quota import prune_sessions
 from cartd.capture.recorder import SessionRecorder
 from cartd.capture.recover import recover_state_dir
+from cartd.capture.wire import LINKTYPE_IPV4, LINKTYPE_USER0
 from cartd.config import Config
 from cartd.control.hub import EventHub, Subscription
 from cartd.control.protocol import ControlError, unknown_target
@@ -178,7 +179,12 @@ class Daemon:
         for port in self.config.kdnet.ports:
             key = self.config.kdnet.keys.get(port) or stored.get(port)
             link = KdnetLink(
-                port, self.config, key=key, publish=self.publish, worker_for=self._worker_for
+                port,
+                self.config,
+                key=key,
+                publish=self.publish,
+                worker_for=self._worker_for,
+                on_traffic=self._on_traffic,
             )
             self.kdnet_links[port] = link
             self._link_tasks[link.link] = asyncio.create_task(self._run_link(link))
@@ -219,10 +225,12 @@ class Daemon:
         if record is not None:
             return record.worker
         session = TargetSession(target_id, link, self.config.policy_for(target_id))
+        kdnet = link.startswith("kdnet:")
         recorder, opened = SessionRecorder.open(
             self.config.state_dir,
             target_id,
-            wire_description=f"kd-serial {link}",
+            wire_description=f"kdnet udp port {link[6:]}" if kdnet else f"kd-serial {link}",
+            wire_link_type=LINKTYPE_IPV4 if kdnet else LINKTYPE_USER0,
             fsync_interval=self.config.capture.fsync_interval,
         )
         worker = TargetWorker(
