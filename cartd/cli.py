@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim = commands.add_parser(
         "sim",
         help="serve a simulated x64 Windows target",
-        description="Serve a simulated x64 Windows target that speaks KD over a serial line: "
+        description="Serve a simulated x64 Windows target that speaks KD over a serial line "
+        "or KDNET: "
         "it boots, prints, loads drivers, answers a debugger and, if asked, bug checks.",
     )
     sim_command.add_arguments(sim)

@@ -20,22 +20,33 @@ import time
 from pathlib import Path
 
 from cartd.client_commands import format_event
-from cartd.config import CaptureConfig, Config, SerialConfig
+from cartd.config import CaptureConfig, Config, KdnetConfig, SerialConfig
 from cartd.control.client import ControlClient
 from cartd.control.protocol import EventsDropped
 from cartd.daemon.command import configure_logging
 from cartd.daemon.service import Daemon
+from cartd.kd.dialect import KDNET
+from cartd.kd.kdnet.keys import parse_key
 from cartd.links.streams import open_pty_pair
-from cartd.sim.command import parse_int, parse_rate
+from cartd.sim.command import generate_key, parse_int, parse_rate
+from cartd.sim.kdnet_serve import KdnetSimServer
 from cartd.sim.line import FaultRates
 from cartd.sim.machine import MachineConfig, SimulatedMachine
 from cartd.sim.serve import SimServer
 from cartd.sim.target import Scenario, SimulatedTarget
 
 BAUD = 115200
+LOOPBACK = "127.0.0.1"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--link",
+        choices=("serial", "kdnet"),
+        default="serial",
+        help="how the simulated target is connected: a null-modem cable (a "
+        "paced pty) or KDNET (encrypted UDP on 127.0.0.1); default serial",
+    )
     parser.add_argument(
         "--no-tui", action="store_true", help="print events as lines (the only mode so far)"
     )
@@ -103,41 +114,43 @@ def _simulated_target(args: argparse.Namespace) -> SimulatedTarget:
         MachineConfig(seed=args.seed, memory_size_bytes=1 << 30, kernel_image=args.kernel_image)
     )
     scenario = Scenario(bugcheck_after=args.bugcheck_after, bugcheck_code=args.bugcheck)
+    noise = FaultRates.uniform(args.noise)
+    if args.link == "kdnet":
+        return SimulatedTarget(machine, scenario, seed=args.seed, noise=noise, dialect=KDNET)
     return SimulatedTarget(
-        machine,
-        scenario,
-        seed=args.seed,
-        noise=FaultRates.uniform(args.noise),
-        seconds_per_byte=10 / BAUD,
+        machine, scenario, seed=args.seed, noise=noise, seconds_per_byte=10 / BAUD
     )
 
 
 async def _demo(args: argparse.Namespace, target: SimulatedTarget, state_dir: Path) -> None:
     started = time.monotonic()
-    master, pty_path = open_pty_pair()
-    simulator = SimServer(target, baud=BAUD)
-    simulator.attach(master)
+    link: _SerialLink | _KdnetLink
+    if args.link == "kdnet":
+        link = await _KdnetLink.start(target)
+    else:
+        link = _SerialLink(target)
     config = Config(
         state_dir=state_dir,
         state_dir_given=True,
-        serial=SerialConfig(ports=(pty_path,), probe_seconds=2.0, active_probe="all"),
+        serial=SerialConfig(ports=link.serial_ports, probe_seconds=2.0, active_probe="all"),
+        kdnet=link.kdnet,
         capture=CaptureConfig(fsync_interval=0.5),
     )
     daemon = Daemon(config)
     running = asyncio.create_task(daemon.run())
     if not args.json:
         print(
-            f"cartd demo: a simulated Windows target on {pty_path} ({BAUD} baud 8N1); it "
-            f"bug checks {args.bugcheck:#x} after {args.bugcheck_after:g} s. Ctrl-C stops.",
+            f"cartd demo: a simulated Windows target {link.description}; it bug checks "
+            f"{args.bugcheck:#x} after {args.bugcheck_after:g} s. Ctrl-C stops.",
             file=sys.stderr,
         )
         print(
             f"cartd demo: in another terminal: cartd status --state-dir {state_dir}",
             file=sys.stderr,
         )
-    simulator.start()
     try:
         await asyncio.wait_for(daemon.ready.wait(), 10)
+        await link.boot()
         watch = _watch(config, as_json=args.json, started=started)
         if args.seconds is None:
             await watch
@@ -147,8 +160,57 @@ async def _demo(args: argparse.Namespace, target: SimulatedTarget, state_dir: Pa
     finally:
         daemon.stopping.set()
         await running
-        simulator.close()
-        master.close()
+        link.close()
+
+
+class _SerialLink:
+    """The simulator on a pty master; the daemon opens the slave as its serial port."""
+
+    def __init__(self, target: SimulatedTarget) -> None:
+        self._master, path = open_pty_pair()
+        self._server = SimServer(target, baud=BAUD)
+        self._server.attach(self._master)
+        self.serial_ports: tuple[str, ...] = (path,)
+        self.kdnet = KdnetConfig(ports=())
+        self.description = f"on {path} ({BAUD} baud 8N1)"
+
+    async def boot(self) -> None:
+        self._server.start()
+
+    def close(self) -> None:
+        self._server.close()
+        self._master.close()
+
+
+class _KdnetLink:
+    """The simulator pokes a KDNET port on 127.0.0.1 with a new random key, which the daemon
+    is given in its configuration (on a real cart: `cartd key PORT KEY`)."""
+
+    def __init__(self, target: SimulatedTarget, port: int) -> None:
+        self._key = generate_key()
+        self._server = KdnetSimServer(target, parse_key(self._key), host=(LOOPBACK, port))
+        self.serial_ports: tuple[str, ...] = ()
+        self.kdnet = KdnetConfig(ports=(port,), interface=LOOPBACK, keys={port: self._key})
+        self.description = f"on KDNET, poking {LOOPBACK}:{port}"
+
+    @classmethod
+    async def start(cls, target: SimulatedTarget) -> _KdnetLink:
+        return cls(target, await _free_udp_port())
+
+    async def boot(self) -> None:
+        await self._server.start()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+async def _free_udp_port() -> int:
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=(LOOPBACK, 0)
+    )
+    port = int(transport.get_extra_info("sockname")[1])
+    transport.close()
+    return port
 
 
 async def _watch(config: Config, *, as_json: bool, started: float) -> None:

@@ -14,9 +14,9 @@ import pytest
 from cartd import config
 from cartd.config import (
     CaptureConfig,
-    KdnetConfig,
     Config,
     ConfigError,
+    KdnetConfig,
     Policy,
     SerialConfig,
     load_config,

@@ -71,8 +71,14 @@ class _Breakpoint:
 class DebuggerApi:
     """Serves manipulate requests against one simulated machine."""
 
-    def __init__(self, machine: SimulatedMachine) -> None:
+    def __init__(
+        self, machine: SimulatedMachine, *, max_transfer: int = MAX_MANIPULATE_DATA
+    ) -> None:
+        """`max_transfer` clamps memory transfers as the target's transport does: 3944 bytes on
+        serial, 1360 under KDNET (kdnet.md section 6: replies stay in one unfragmented
+        datagram)."""
         self.machine = machine
+        self._max_transfer = max_transfer
         self._breakpoints: dict[int, _Breakpoint] = {}
         self._context_sent = False
 
@@ -104,7 +110,7 @@ class DebuggerApi:
     def _read_memory(self, request: ManipulateMessage) -> ManipulateMessage:
         body = request.body
         assert isinstance(body, ReadMemory)
-        count = min(body.transfer_count, MAX_MANIPULATE_DATA)
+        count = min(body.transfer_count, self._max_transfer)
         machine = self.machine
         if request.api == ManipulateApi.READ_VIRTUAL_MEMORY:
             data = machine.space.read_virtual(body.address, count)
@@ -133,7 +139,7 @@ class DebuggerApi:
     def _write_memory(self, request: ManipulateMessage) -> ManipulateMessage:
         body = request.body
         assert isinstance(body, ReadMemory)
-        data = request.data[: min(body.transfer_count, MAX_MANIPULATE_DATA)]
+        data = request.data[: min(body.transfer_count, self._max_transfer)]
         machine = self.machine
         if request.api == ManipulateApi.WRITE_VIRTUAL_MEMORY:
             written = machine.space.write_virtual(body.address, data)
@@ -186,7 +192,7 @@ class DebuggerApi:
             return reply_to(request, return_status=NtStatus.UNSUCCESSFUL)
         context = self.machine.context(request.processor)
         end = min(
-            body.offset + body.byte_count, AMD64_CONTEXT_SIZE, body.offset + MAX_MANIPULATE_DATA
+            body.offset + body.byte_count, AMD64_CONTEXT_SIZE, body.offset + self._max_transfer
         )
         if request.api == ManipulateApi.GET_CONTEXT_EX:
             self._context_sent = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 from collections.abc import Callable
 
 from cartd.kd.kdnet.events import DataReceived, SessionStarted
@@ -27,6 +28,18 @@ def unused_packet(host: PeerAddress) -> bytes:
     address = ipaddress.ip_address(host[0])
     packed = address.packed if address.version == 4 else bytes(4)
     return bytes(8) + packed[::-1]
+
+
+def local_address_towards(host: PeerAddress) -> str:
+    """The local IPv4 address that datagrams to `host` leave from, or 0.0.0.0 if there is no
+    route. connect() on a UDP socket only looks the route up: nothing is sent."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(host)
+        except OSError:
+            return "0.0.0.0"
+        address: str = probe.getsockname()[0]
+        return address
 
 
 class KdnetSimServer(asyncio.DatagramProtocol):
@@ -56,6 +69,10 @@ class KdnetSimServer(asyncio.DatagramProtocol):
         transport, _ = await self._loop.create_datagram_endpoint(lambda: self, local_addr=bind)
         self._transport = transport
         address: PeerAddress = transport.get_extra_info("sockname")[:2]
+        if ipaddress.ip_address(address[0]).is_unspecified:
+            # Bound to every interface: a poke still names the target's own address (kdnet.md
+            # 3.1), the one the route to the host leaves from.
+            address = (local_address_towards(self._host), address[1])
         now = self._loop.time()
         self.kdnet = KdnetTarget(
             self._key,

@@ -101,7 +101,7 @@ class SimulatedTarget:
         self.kd = KdTarget(
             ack_timeout=ack_timeout, seconds_per_byte=seconds_per_byte, dialect=dialect
         )
-        self.api = DebuggerApi(machine)
+        self.api = DebuggerApi(machine, max_transfer=dialect.max_transfer)
         self._rng = random.Random(seed)
         rates = noise or FaultRates()
         self.faults_to_host = LineFaults(rates, seed=seed * 2 + 1)
@@ -224,7 +224,7 @@ class SimulatedTarget:
         self.bugchecked = False
         self.kd.reboot()
         self.machine.reset_for_boot()
-        self.api = DebuggerApi(self.machine)
+        self.api = DebuggerApi(self.machine, max_transfer=self.kd.dialect.max_transfer)
         self._note(
             f"booting: build {self.machine.build_number}, "
             f"{self.machine.processors} processors, kernel at {self.machine.kernel_base:#x}"
