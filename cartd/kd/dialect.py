@@ -79,3 +79,28 @@ KDNET = KdDialect(
     max_transfer=KDNET_MAX_TRANSFER,
     datagrams=True,
 )
+
+
+class PacketOutput:
+    """What a role has to send, kept the dialect's way: one byte stream on serial, a list of
+    datagrams (one packet, or the break-in byte, each) under KDNET."""
+
+    def __init__(self, dialect: KdDialect) -> None:
+        self._datagrams_mode = dialect.datagrams
+        self._stream = bytearray()
+        self._datagrams: list[bytes] = []
+
+    def emit(self, wire: bytes) -> None:
+        if self._datagrams_mode:
+            self._datagrams.append(wire)
+        else:
+            self._stream += wire
+
+    def take_bytes(self) -> bytes:
+        out = bytes(self._stream)
+        self._stream.clear()
+        return out
+
+    def take_datagrams(self) -> list[bytes]:
+        out, self._datagrams = self._datagrams, []
+        return out

@@ -60,7 +60,7 @@ from cartd.kd.debug_io import get_string_reply_message, pull_debug_io, push_debu
 from cartd.kd.debugger_data import (
     DebuggerData,
 )
-from cartd.kd.dialect import SERIAL, KdDialect
+from cartd.kd.dialect import SERIAL, KdDialect, PacketOutput
 from cartd.kd.errors import KdDecodeError, KdUsageError
 from cartd.kd.events import (
     DebugPrint,
@@ -210,8 +210,7 @@ class KdHost:
         self._analyse_stops = analyse_stops
         self._decoder = PacketDecoder()
         self._events: deque[HostEvent] = deque()
-        self._out = bytearray()
-        self._datagrams: list[bytes] = []
+        self._output = PacketOutput(dialect)
         self.noise_counters: dict[str, int] = {}
 
         self._next_id = dialect.host_first_id
@@ -262,14 +261,11 @@ class KdHost:
         self._pump(now)
 
     def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+        return self._output.take_bytes()
 
     def datagrams_to_send(self) -> list[bytes]:
         """KDNET: the plaintext of each data-channel datagram to send, in order."""
-        out, self._datagrams = self._datagrams, []
-        return out
+        return self._output.take_datagrams()
 
     def next_event(self) -> HostEvent | None:
         return self._events.popleft() if self._events else None
@@ -858,11 +854,7 @@ class KdHost:
         self._emit(encode_control_packet(packet_type, packet_id))
 
     def _emit(self, wire: bytes) -> None:
-        """Serial: append to the byte stream. KDNET: one datagram per packet (or break-in)."""
-        if self.dialect.datagrams:
-            self._datagrams.append(wire)
-        else:
-            self._out += wire
+        self._output.emit(wire)
 
     def _after_reset(self) -> None:
         """Our RESET went out: on serial both sides start again at the initial id; under

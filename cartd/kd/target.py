@@ -48,7 +48,7 @@ from cartd.kd.debug_io import (
     pull_debug_io,
     push_debug_io,
 )
-from cartd.kd.dialect import SERIAL, KdDialect
+from cartd.kd.dialect import SERIAL, KdDialect, PacketOutput
 from cartd.kd.errors import KdDecodeError, KdUsageError
 from cartd.kd.file_io import FileIoMessage, pull_file_io, push_file_io
 from cartd.kd.framing import (
@@ -160,8 +160,7 @@ class KdTarget:
         self._ack_timeout = ack_timeout
         self._seconds_per_byte = seconds_per_byte
         self._decoder = PacketDecoder()
-        self._out = bytearray()
-        self._datagrams: list[bytes] = []
+        self._output = PacketOutput(dialect)
         self._events: deque[TargetEvent] = deque()
         self._queue: deque[tuple[Outgoing, int, bytes]] = deque()
         self._sending: _Sending | None = None
@@ -214,13 +213,10 @@ class KdTarget:
         self._handle([PacketDecoded(decoded) if isinstance(decoded, KdPacket) else decoded], now)
 
     def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+        return self._output.take_bytes()
 
     def datagrams_to_send(self) -> list[bytes]:
-        out, self._datagrams = self._datagrams, []
-        return out
+        return self._output.take_datagrams()
 
     def next_event(self) -> TargetEvent | None:
         return self._events.popleft() if self._events else None
@@ -460,10 +456,7 @@ class KdTarget:
         self._emit(encode_control_packet(packet_type, packet_id))
 
     def _emit(self, wire: bytes) -> None:
-        if self.dialect.datagrams:
-            self._datagrams.append(wire)
-        else:
-            self._out += wire
+        self._output.emit(wire)
 
     def _count(self, kind: str, amount: int = 1) -> None:
         self.noise_counters[kind] = self.noise_counters.get(kind, 0) + amount
