@@ -11,7 +11,7 @@ import contextlib
 import errno
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -131,6 +131,26 @@ async def test_a_packet_arriving_as_listening_ends_is_waited_for(
     assert result.initial_bytes == packet
 
 
+async def test_a_port_opened_half_way_through_a_packet_starts_at_the_next_one(
+    far_end: tuple[RecordingStream, str],
+) -> None:
+    """The tail of a packet that was on its way when the port was opened is not handed on: the
+    daemon's core would count it as line noise on a clean line."""
+    recording, slave_path = far_end
+    packet = encode_data_packet(PacketType.KD_DEBUG_IO, 0x80800800, b"a build of bits\n" * 4)
+    probe = asyncio.create_task(
+        probe_serial(slave_path, [115200], listen_seconds=LISTEN, active=False)
+    )
+    await asyncio.sleep(0.05)
+    recording.write(packet[-31:])  # the tail (it holds break-in bytes: "b")
+    await asyncio.sleep(0.05)
+    recording.write(packet)  # sent again: no ACK came
+    result = await probe
+    assert result.result == "kd", result
+    assert result.detail == "1 valid KD packet at 115200 baud"
+    assert result.initial_bytes == packet
+
+
 async def test_a_quiet_target_answers_the_active_probe() -> None:
     master, slave_path = open_pty_pair()
     # Short ACK timeouts so that the boot packets nobody acknowledges are given up quickly.
@@ -183,6 +203,34 @@ async def test_a_console_is_not_kd_and_is_never_written_to(
         result.detail,
     ), result.detail
     assert b"server login: " in result.initial_bytes
+    await asyncio.sleep(0.05)
+    assert recording.received == b""
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda p: p[:40] + bytes([p[40] ^ 0x04]) + p[41:], id="flipped-bit"),
+        pytest.param(lambda p: p[:40] + p[41:], id="dropped-byte"),
+    ],
+)
+async def test_a_kd_packet_damaged_by_line_noise_is_kd(
+    far_end: tuple[RecordingStream, str], damage: Callable[[bytes], bytes]
+) -> None:
+    """On a noisy line the only packet heard may be damaged: a KD packet all the same (a
+    console would be left alone for a minute), which the daemon's core has sent again."""
+    recording, slave_path = far_end
+    packet = encode_data_packet(PacketType.KD_DEBUG_IO, 0x80800800, b"x" * 60)
+    probe = asyncio.create_task(
+        probe_serial(slave_path, [115200], listen_seconds=LISTEN, active=False)
+    )
+    await asyncio.sleep(0.05)
+    recording.write(damage(packet))
+    result = await probe
+    assert decode_all(damage(packet)) == []
+    assert result.result == "kd", result
+    assert result.detail == "1 KD packet damaged by line noise (none intact) at 115200 baud"
+    assert result.initial_bytes == damage(packet)
     await asyncio.sleep(0.05)
     assert recording.received == b""
 

@@ -1,9 +1,10 @@
 """One serial port, for as long as the daemon runs: probe it, talk KD on it, survive unplugs.
 
 A port is probed passively (and actively only where the configuration allows); a port that
-carries KD gets a connection: the bytes read while probing are fed to a new `KdHost`, which
-RESETs to synchronise, and the target's worker follows it until the link closes. Then the port
-is waited for and the cycle starts again; the target's session and records carry on.
+carries KD gets a connection: the bytes read while probing are fed to a `KdHost` (the last
+connection's, if the target was running; see `_host_for`), which RESETs to synchronise unless
+it heard the target in them, and the target's worker follows it until the link closes. Then the
+port is waited for and the cycle starts again; the target's session and records carry on.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cartd.config import Config
 from cartd.daemon.host_driver import HostDriver
 from cartd.daemon.target_worker import TargetWorker
 from cartd.kd.host import KdHost
+from cartd.kd.host import TargetState as HostState
 from cartd.links.probe import probe_serial
 from cartd.links.serial_ports import SerialCandidate
 from cartd.links.serial_watch import wait_for_device
@@ -68,6 +70,8 @@ class SerialLink:
         self._worker_for = worker_for
         self._on_traffic = on_traffic
         self.state = "probing"
+        self._host: KdHost | None = None
+        self._host_baud: int | None = None
 
     @property
     def active_probe(self) -> bool:
@@ -105,6 +109,19 @@ class SerialLink:
                 continue
             await self._connect(result.baud, result.initial_bytes)
 
+    def _host_for(self, baud: int) -> KdHost:
+        """The KD core for a new connection. The last one carries on if the target was running
+        when the link went (and the speed is the same): to the target an unplug only lost some
+        bytes, and the core's rules for lost bytes then work across the gap, so a DbgPrint it
+        sends again because our ACK went down with the link is not delivered twice. A target
+        that was in a stop gets a new core, which has the stop reported again for the session
+        to decide on (the decision may have been lost with the link)."""
+        host = self._host
+        if host is None or self._host_baud != baud or host.state is not HostState.RUNNING:
+            host = self._host = KdHost(seconds_per_byte=BITS_PER_BYTE / baud)
+            self._host_baud = baud
+        return host
+
     async def _connect(self, baud: int, initial_bytes: bytes) -> None:
         device = self.candidate.stable_name
         try:
@@ -115,7 +132,7 @@ class SerialLink:
         self.state = f"connected at {baud} baud"
         self._publish(ev.LinkUp(link=self.link, device=device, baud=baud))
         worker = self._worker_for(self.target_id, self.link)
-        host = KdHost(seconds_per_byte=BITS_PER_BYTE / baud)
+        host = self._host_for(baud)
         driver = HostDriver(
             stream,
             host,
@@ -125,7 +142,12 @@ class SerialLink:
         if initial_bytes:
             self._on_traffic(self.target_id, initial_bytes, True)
             driver.command(lambda now: host.receive_data(initial_bytes, now))
-        driver.command(lambda now: host.connect(now))
+        if host.state is HostState.UNKNOWN:
+            # Only a target not heard yet needs the RESET. One that was heard is in step (its
+            # packets carry their own ids, and a stop that comes before ours are known is held
+            # while the core RESETs): a RESET now would cross the packet it sends after our
+            # ACK and make both sides send again.
+            driver.command(lambda now: host.connect(now))
         try:
             await worker.serve(driver)
         finally:

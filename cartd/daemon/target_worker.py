@@ -6,7 +6,8 @@ journal event to `publish` (recording and fan-out happen there). Human commands 
 socket arrive as `break_in()`, `go()` and `reboot()`.
 
 A connection ends when its link closes; the session (and its records) outlive it, so a cable
-pulled and plugged back in continues the same session with a new connection and a RESET.
+pulled and plugged back in continues the same session with a new connection (see
+`cartd.daemon.serial_link` for what the KD core keeps across it).
 """
 
 from __future__ import annotations

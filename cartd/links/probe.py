@@ -4,7 +4,10 @@ A Windows target waiting for its debugger keeps sending packets (a DbgPrint, a s
 and sending them again until one is acknowledged, so listening is usually enough: the port is
 opened at each configured rate in turn and read for a while, and one packet with a valid header
 and checksum settles it (landscape section 7). Random bytes pass those checks with vanishing
-probability, and a console's text never does.
+probability, and a console's text never does. On a noisy line the only packet heard may be
+damaged; one whose leader, type and length passed the checks (its trailer or checksum did not,
+or it stopped half way: a flipped bit, a dropped byte) is KD as well, which the protocol core
+then asks to have sent again.
 
 Only when every rate stayed silent, and only on a port configured for it, the probe speaks: a
 break-in byte and a RESET at the first rate, which a running target answers with a state change
@@ -12,7 +15,9 @@ and a target in the debugger with a RESET. A port where anything other than KD w
 never written to: it may be a console or another machine's protocol.
 
 The probe decodes nothing beyond "is this a KD packet"; the bytes it read at the winning rate
-come back in `initial_bytes` so that the protocol core sees them too.
+come back in `initial_bytes` so that the protocol core sees them too, from the first whole
+packet on: what came before it was on its way when the port was opened (the tail of a packet)
+or is sent again anyway, and is no line noise of the connection's.
 """
 
 from __future__ import annotations
@@ -33,7 +38,13 @@ from cartd.kd.constants import (
     PACKET_MAX_SIZE,
     PacketType,
 )
-from cartd.kd.framing import PacketDecoded, PacketDecoder, encode_control_packet
+from cartd.kd.framing import (
+    NoiseDetected,
+    NoiseKind,
+    PacketDecoded,
+    PacketDecoder,
+    encode_control_packet,
+)
 from cartd.links.streams import FdStream, LinkClosed, open_serial
 
 ProbeOutcome = Literal["kd", "silent", "not_kd", "error"]
@@ -47,12 +58,18 @@ _LONGEST_PACKET = PACKET_HEADER_SIZE + PACKET_MAX_SIZE + 1
 # board adds its own delay.
 _PACKET_TAIL_SLACK = 0.1
 _WAKE_UP = bytes([BREAKIN_BYTE]) + encode_control_packet(PacketType.KD_RESET, CONTROL_PACKET_ID)
+# What the decoder reports only after a packet's leader, data packet type and length passed: a
+# KD packet damaged on the line, not another protocol's bytes (those fail at the leader or type).
+_DAMAGED_KD_PACKET = frozenset(
+    {NoiseKind.OVERSIZED, NoiseKind.MISSING_TRAILER, NoiseKind.BAD_CHECKSUM}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeResult:
     """What a probe found. `baud` is the rate KD was heard at (for "not_kd" the rate with the
-    most data; None when silent or on error); `initial_bytes` is everything read at that rate."""
+    most data; None when silent or on error); `initial_bytes` is what was read at that rate (for
+    "kd", from the first whole packet on)."""
 
     result: ProbeOutcome
     baud: int | None
@@ -65,6 +82,12 @@ class _Heard:
     baud: int
     data: bytearray = field(default_factory=bytearray)
     packets: int = 0
+    damaged: int = 0  # KD packets that line noise spoiled (see _DAMAGED_KD_PACKET)
+    skipped: int = 0  # bytes of `data` before the first whole packet
+
+    @property
+    def kd(self) -> bool:
+        return bool(self.packets or self.damaged)
 
 
 async def probe_serial(
@@ -79,7 +102,7 @@ async def probe_serial(
     try:
         for baud in baud_rates:
             listened = await _listen(device, baud, listen_seconds)
-            if listened.packets:
+            if listened.kd:
                 return _found_kd(listened, "")
             heard.append(listened)
         if any(listened.data for listened in heard):
@@ -93,7 +116,7 @@ async def probe_serial(
         answer = await _listen(device, baud_rates[0], listen_seconds, send=_WAKE_UP)
     except _ProbeFailed as failure:
         return ProbeResult(result="error", baud=None, detail=str(failure))
-    if answer.packets:
+    if answer.kd:
         return _found_kd(answer, " in answer to a break-in and RESET")
     if answer.data:
         return _not_kd([answer], " in answer to a break-in and RESET")
@@ -156,6 +179,10 @@ async def _read_until_packet(stream: FdStream, baud: int, seconds: float) -> _He
             return heard
         remaining = (listen_until if now < listen_until else give_up_at) - now
         if remaining <= 0:
+            # The decoder keeps a whole header only once it passed the checks: a packet that
+            # lost a byte on the way waits for the rest forever.
+            if decoder.buffered >= PACKET_HEADER_SIZE:
+                heard.damaged += 1
             return heard
         try:
             async with asyncio.timeout(remaining):
@@ -163,19 +190,30 @@ async def _read_until_packet(stream: FdStream, baud: int, seconds: float) -> _He
         except TimeoutError:
             continue
         heard.data += data
-        events = decoder.receive_data(data, loop.time())
-        heard.packets += sum(isinstance(event, PacketDecoded) for event in events)
+        for event in decoder.receive_data(data, loop.time()):
+            if isinstance(event, PacketDecoded):
+                heard.packets += 1
+                continue
+            if not heard.packets:  # the decoder dropped these bytes
+                heard.skipped += event.size if isinstance(event, NoiseDetected) else 1
+            if isinstance(event, NoiseDetected) and event.kind in _DAMAGED_KD_PACKET:
+                heard.damaged += 1
         if heard.packets:
             return heard
 
 
 def _found_kd(heard: _Heard, how: str) -> ProbeResult:
-    plural = "" if heard.packets == 1 else "s"
+    if heard.packets:
+        plural = "" if heard.packets == 1 else "s"
+        what = f"{heard.packets} valid KD packet{plural}"
+    else:
+        plural = "" if heard.damaged == 1 else "s"
+        what = f"{heard.damaged} KD packet{plural} damaged by line noise (none intact)"
     return ProbeResult(
         result="kd",
         baud=heard.baud,
-        detail=f"{heard.packets} valid KD packet{plural} at {heard.baud} baud{how}",
-        initial_bytes=bytes(heard.data),
+        detail=f"{what} at {heard.baud} baud{how}",
+        initial_bytes=bytes(heard.data[heard.skipped if heard.packets else 0 :]),
     )
 
 
