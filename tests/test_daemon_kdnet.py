@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cartd.config import CaptureConfig, Config, KdnetConfig, SerialConfig
+from cartd.config import CaptureConfig, Config, KdnetConfig, Policy, SerialConfig
 from cartd.control.client import ControlClient
 from cartd.control.protocol import ControlError
 from cartd.daemon.service import Daemon
-from cartd.events import Bugcheck, Event, LinkProbed, TargetConnected
+from cartd.events import Bugcheck, Event, LinkProbed, Running, Stopped, TargetConnected
 from cartd.kd.dialect import KDNET
 from cartd.kd.kdnet.keys import parse_key
 from cartd.sim.kdnet_serve import KdnetSimServer
@@ -96,7 +96,10 @@ async def test_key_needed_then_key_at_run_time_then_events(tmp_path: Path) -> No
     (wire,) = tmp_path.glob("targets/*/sessions/*/wire.pcapng")
     decoded = subprocess.run(
         [sys.executable, "-m", "cartd", "decode", str(wire), "--key", KEY],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert decoded.returncode == 0, decoded.stderr
     assert "GetVersion -> build 22621" in decoded.stdout
@@ -127,6 +130,43 @@ async def test_a_wrong_key_is_reported(tmp_path: Path) -> None:
             await server.start()
             mismatch = await wait_for(stream, LinkProbed)
             assert isinstance(mismatch, LinkProbed) and mismatch.result == "key_mismatch"
+    finally:
+        server.close()
+        daemon.stopping.set()
+        await running
+
+
+async def test_break_on_connect_stops_learns_and_continues(tmp_path: Path) -> None:
+    """policy break_on_connect: the daemon breaks in as soon as the target connects, reads its
+    identity, and lets it run again, with no one asking."""
+    port = await free_udp_port()
+    config = Config(
+        state_dir=tmp_path,
+        state_dir_given=True,
+        serial=SerialConfig(ports=()),
+        policy=Policy(break_on_connect=True),
+        kdnet=KdnetConfig(ports=(port,), interface=LOOPBACK, keys={port: KEY}),
+    )
+    daemon = Daemon(config)
+    running = asyncio.create_task(daemon.run())
+    target = SimulatedTarget(
+        SimulatedMachine(MachineConfig(seed=4, memory_size_bytes=1 << 30)),
+        Scenario(print_interval=None, module_interval=None),
+        seed=4,
+        dialect=KDNET,
+    )
+    server = KdnetSimServer(target, parse_key(KEY), host=(LOOPBACK, port), poke_interval=0.5)
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 10)
+        async with await ControlClient.connect(config.control_socket_path()) as client:
+            stream = client.events(replay=100)
+            await server.start()
+            stopped = await wait_for(stream, Stopped)
+            assert isinstance(stopped, Stopped) and stopped.reason == "break_in"
+            await wait_for(stream, Running)
+            status = await client.call("status")
+            (record,) = status["targets"]
+            assert record["state"] == "running" and record["identity"]["build"] == 22621
     finally:
         server.close()
         daemon.stopping.set()

@@ -61,6 +61,7 @@ class KdnetLink:
         self._publish = publish
         self._worker_for = worker_for
         self._on_traffic = on_traffic
+        self._break_on_connect = config.policy_for(self.target_id).break_on_connect
         self._key_changed = asyncio.Event()
         self._reported: dict[tuple[str, tuple[str, int]], float] = {}
         self.state = "waiting for a key" if key is None else "waiting for the target"
@@ -130,9 +131,14 @@ class KdnetLink:
         peer = f"{event.peer[0]}:{event.peer[1]}"
         self.state = f"connected to {peer} (KDNET protocol {event.version})"
         self._publish(ev.LinkUp(link=self.link, device=f"udp:{peer}"))
-        if self._serving is None and self._driver is not None:
+        driver = self._driver
+        if self._serving is None and driver is not None:
             worker = self._worker_for(self.target_id, self.link)
-            self._serving = asyncio.create_task(worker.serve(self._driver))
+            self._serving = asyncio.create_task(worker.serve(driver))
+        if driver is not None and self._break_on_connect:
+            # policy break_on_connect: stop the target so cartd learns who it is; the session
+            # continues it once identity is read.
+            driver.command(lambda now: driver.host.break_in(now))
 
     def _dropped(self, event: DatagramDropped) -> None:
         driver = self._driver

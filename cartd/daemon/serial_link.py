@@ -71,6 +71,8 @@ class SerialLink:
         self._on_traffic = on_traffic
         self.state = "probing"
         self._host: KdHost | None = None
+        self._seen_kd = False
+        self._last_probe: tuple[str, int | None] | None = None
         self._host_baud: int | None = None
 
     @property
@@ -87,27 +89,34 @@ class SerialLink:
             self.state = "waiting for device"
             await wait_for_device(device, poll=serial.rescan_seconds)
             self.state = "probing"
+            # A port that has carried KD may be woken like a configured one: a target held at
+            # a stop sends nothing by itself, and would otherwise never be found again.
             result = await probe_serial(
                 device,
                 serial.baud_rates,
                 listen_seconds=serial.probe_seconds,
-                active=self.active_probe,
+                active=self.active_probe or self._seen_kd,
             )
-            self._publish(
-                ev.LinkProbed(
-                    link=self.link,
-                    device=device,
-                    result=result.result,
-                    detail=result.detail,
-                    baud=result.baud,
+            if (result.result, result.baud) != self._last_probe:
+                # A silent port is probed every few seconds; say so once, not every time.
+                self._last_probe = (result.result, result.baud)
+                self._publish(
+                    ev.LinkProbed(
+                        link=self.link,
+                        device=device,
+                        result=result.result,
+                        detail=result.detail,
+                        baud=result.baud,
+                    )
                 )
-            )
             if result.result != "kd" or result.baud is None:
                 self.state = f"no KD ({result.result})"
                 pause = NOT_KD_RETRY_SECONDS if result.result == "not_kd" else serial.rescan_seconds
                 await asyncio.sleep(pause)
                 continue
+            self._seen_kd = True
             await self._connect(result.baud, result.initial_bytes)
+            self._last_probe = None  # after a link down, report the next probe again
 
     def _host_for(self, baud: int) -> KdHost:
         """The KD core for a new connection. The last one carries on if the target was running
@@ -148,6 +157,13 @@ class SerialLink:
             # while the core RESETs): a RESET now would cross the packet it sends after our
             # ACK and make both sides send again.
             driver.command(lambda now: host.connect(now))
+        if self._config.policy_for(self.target_id).break_on_connect and host.state in (
+            HostState.UNKNOWN,
+            HostState.RUNNING,
+        ):
+            # policy break_on_connect: stop the target at once, so cartd learns who it is; the
+            # session continues it once identity is read (a break-in nobody asked for).
+            driver.command(lambda now: host.break_in(now))
         try:
             await worker.serve(driver)
         finally:
