@@ -67,3 +67,36 @@ def test_demo_text_output_names_the_bugcheck() -> None:
     assert result.returncode == 0, result.stderr
     assert "BUGCHECK 0x0000009f DRIVER_POWER_STATE_FAILURE" in result.stdout
     assert "first event" in result.stderr
+
+
+def test_demo_over_kdnet(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cartd",
+            "demo",
+            "--link",
+            "kdnet",
+            "--json",
+            "--seconds",
+            "7",
+            "--bugcheck-after",
+            "3",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [event["type"] for event in events]
+    assert "link_up" in kinds and "target_connected" in kinds
+    assert all(event.get("target", "kdnet").startswith("kdnet") for event in events)
+    (bugcheck,) = [event for event in events if event["type"] == "bugcheck"]
+    assert bugcheck["name"] == "DRIVER_POWER_STATE_FAILURE"
+    # The KDNET capture is IPv4/UDP and the demo's key never reaches the records.
+    assert list(tmp_path.glob("targets/kdnet-*/sessions/*/wire.pcapng"))
