@@ -30,6 +30,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ntoseye_support import (
+    BYTES_LINE,
+    CLOSED_PROXY,
+    FAKE_NT,
+    KERNEL_IMAGE,
+    KERNEL_PDB,
+    MODULE_LINE,
+    PROXY_VARIABLES,
+    QWORDS_LINE,
+    SECTION_MARK,
+    find_ntoseye,
+    hex_value,
+    qwords,
+    tail,
+)
 
 from cartd.cli import build_parser
 from cartd.kd.constants import DbgStatus
@@ -39,10 +54,6 @@ from cartd.sim.machine import SimulatedMachine
 from cartd.sim.memory import pml4_index
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FAKE_NT = SHARED / "vectors" / "fake-nt"
-KERNEL_IMAGE = FAKE_NT / "ntoskrnl.exe"
-KERNEL_PDB = FAKE_NT / "ntkrnlmp.pdb"
 SEED = 11
 
 # ntoseye alternates break-in and RESET every 2 s until the target reports a stop (8 s by
@@ -53,9 +64,6 @@ SIM_START_TIMEOUT = 20.0  # `cartd sim` imports, builds a 4 GiB machine and list
 SIM_STATE_TIMEOUT = 10.0  # for the simulator to report that the target runs again
 # AF_UNIX paths hold at most 107 bytes on Linux (sun_path is 108 with the NUL).
 MAX_SOCKET_PATH = 100
-# A proxy nobody listens on: with it, ntoseye's symbol downloads fail at once and locally.
-CLOSED_PROXY = "http://127.0.0.1:9"
-_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 # `r` prints "name value" pairs; these are ntoseye's names for CONTEXT fields.
 CONTEXT_REGISTERS = {
@@ -93,19 +101,6 @@ SPECIAL_REGISTERS = {
     "cr8": KSpecialRegister.CR8,
 }
 _REGISTER_PAIR = re.compile(r"\b(r[a-z0-9]{1,2}|cr\d|[cdefgs]s)\s+([0-9a-f`]{4,17})\b")
-_BYTES_LINE = re.compile(r"^([0-9a-f`]{8,17})  ((?:[0-9a-f?]{2}[ -])*[0-9a-f?]{2})(?:  |$)")
-_QWORDS_LINE = re.compile(r"^([0-9a-f`]{8,17})((?: +[0-9a-f`?]{16,17})+) *$")
-_MODULE_LINE = re.compile(r"^([0-9a-f`]{16,17})  ([0-9a-f`]{16,17})  (\S+) .* (\S+)$")
-_SECTION_MARK = re.compile(r"^==([a-z0-9_]+)==$")
-
-
-def _hex(text: str) -> int:
-    return int(text.replace("`", ""), 16)
-
-
-def _tail(text: str, lines: int = 60) -> str:
-    kept = text.splitlines()[-lines:]
-    return "\n".join(kept) if kept else "(nothing)"
 
 
 # --------------------------------------------------------------------------- the simulator
@@ -140,7 +135,7 @@ class Simulator:
             if time.monotonic() > deadline or self.process.poll() is not None:
                 pytest.fail(
                     f"the simulated target should run again after break-in {stops_expected}, "
-                    f"but its notices say {states[-4:]}\n--- sim stderr:\n{_tail(self.log())}"
+                    f"but its notices say {states[-4:]}\n--- sim stderr:\n{tail(self.log())}"
                 )
             time.sleep(0.05)
 
@@ -170,13 +165,7 @@ def _socket_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ntoseye() -> Path:
-    beside = Path(sys.executable).parent / "ntoseye"  # installed into this virtualenv
-    if beside.exists():
-        return beside
-    found = shutil.which("ntoseye")
-    if found is None:
-        pytest.skip("ntoseye is not installed (pip install ntoseye)")
-    return Path(found)
+    return find_ntoseye()
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +206,7 @@ def simulator(runs_here: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(
                     f"cartd sim did not listen on {socket} (exit status {process.poll()})\n"
-                    f"--- sim stderr:\n{_tail(sim.log())}"
+                    f"--- sim stderr:\n{tail(sim.log())}"
                 )
             time.sleep(0.05)
         yield sim
@@ -255,9 +244,9 @@ class NtoseyeRun:
         return (
             f"$ {' '.join(self.command)}\n"
             f"exit status {self.returncode} after {self.seconds:.1f} s\n"
-            f"--- ntoseye stdout:\n{_tail(self.stdout, 120)}\n"
-            f"--- ntoseye stderr (KD trace):\n{_tail(self.stderr)}\n"
-            f"--- sim stderr:\n{_tail(self.sim_log)}"
+            f"--- ntoseye stdout:\n{tail(self.stdout, 120)}\n"
+            f"--- ntoseye stderr (KD trace):\n{tail(self.stderr)}\n"
+            f"--- sim stderr:\n{tail(self.sim_log)}"
         )
 
     def sections(self) -> dict[str, list[str]]:
@@ -265,7 +254,7 @@ class NtoseyeRun:
         sections: dict[str, list[str]] = {}
         current: list[str] | None = None
         for line in self.stdout.splitlines():
-            mark = _SECTION_MARK.match(line.strip())
+            mark = SECTION_MARK.match(line.strip())
             if mark:
                 current = sections.setdefault(mark.group(1), [])
             elif current is not None:
@@ -292,9 +281,9 @@ def run_ntoseye(
 ) -> Callable[[Sequence[tuple[str, str]]], NtoseyeRun]:
     home = tmp_path_factory.mktemp("home")  # ntoseye caches PDBs under ~/.ntoseye
     isolation = _network_isolation()
-    env = {key: value for key, value in os.environ.items() if key.lower() not in _PROXY_VARIABLES}
+    env = {key: value for key, value in os.environ.items() if key.lower() not in PROXY_VARIABLES}
     env.update(HOME=str(home), NTOSEYE_KD_TRACE="1")
-    env.update({name.upper(): CLOSED_PROXY for name in _PROXY_VARIABLES if name != "no_proxy"})
+    env.update({name.upper(): CLOSED_PROXY for name in PROXY_VARIABLES if name != "no_proxy"})
 
     def run(commands: Sequence[tuple[str, str]]) -> NtoseyeRun:
         script = "; ".join(f".echo =={name}==; {command}" for name, command in commands)
@@ -357,7 +346,7 @@ def _registers(run: NtoseyeRun, name: str) -> dict[str, int]:
     found: dict[str, int] = {}
     for line in _section(run, name):
         for register, value in _REGISTER_PAIR.findall(line):
-            found[register] = _hex(value)
+            found[register] = hex_value(value)
     return found
 
 
@@ -366,10 +355,10 @@ def _memory_bytes(run: NtoseyeRun, name: str) -> tuple[int, bytes]:
     start: int | None = None
     data = bytearray()
     for line in _section(run, name):
-        match = _BYTES_LINE.match(line)
+        match = BYTES_LINE.match(line)
         if not match:
             continue
-        address, values = _hex(match.group(1)), match.group(2).replace("-", " ").split()
+        address, values = hex_value(match.group(1)), match.group(2).replace("-", " ").split()
         if start is None:
             start = address
         assert address == start + len(data), f"gap in the dump at {address:#x}\n{run.report()}"
@@ -383,21 +372,17 @@ def _memory_qwords(run: NtoseyeRun, name: str) -> tuple[int, list[int]]:
     start: int | None = None
     values: list[int] = []
     for line in _section(run, name):
-        match = _QWORDS_LINE.match(line)
+        match = QWORDS_LINE.match(line)
         if not match:
             continue
-        address = _hex(match.group(1))
+        address = hex_value(match.group(1))
         if start is None:
             start = address
         assert address == start + 8 * len(values), f"gap at {address:#x}\n{run.report()}"
         assert "?" not in match.group(2), f"ntoseye could not read {address:#x}\n{run.report()}"
-        values += [_hex(value) for value in match.group(2).split()]
+        values += [hex_value(value) for value in match.group(2).split()]
     assert start is not None, f"no quadword dump in section {name!r}\n{run.report()}"
     return start, values
-
-
-def _qwords(data: bytes) -> list[int]:
-    return list(struct.unpack(f"<{len(data) // 8}Q", data))
 
 
 # --------------------------------------------------------------------------- what to expect
@@ -435,9 +420,9 @@ def _module_table(run: NtoseyeRun, name: str) -> dict[str, tuple[int, int]]:
     """Image name -> (start, end) from `lm`."""
     table: dict[str, tuple[int, int]] = {}
     for line in _section(run, name):
-        match = _MODULE_LINE.match(line)
+        match = MODULE_LINE.match(line)
         if match:
-            table[match.group(4)] = (_hex(match.group(1)), _hex(match.group(2)))
+            table[match.group(4)] = (hex_value(match.group(1)), hex_value(match.group(2)))
     return table
 
 
@@ -494,7 +479,7 @@ def test_vertarget_reports_the_simulated_kernel(first_session: FirstSession) -> 
     text = "\n".join(_section(run, "vertarget"))
     kernel = re.search(r"kernel\s+([0-9a-f`]+)\s+size\s+0x([0-9a-f]+)", text)
     assert kernel, run.report()
-    assert (_hex(kernel.group(1)), _hex(kernel.group(2))) == (
+    assert (hex_value(kernel.group(1)), hex_value(kernel.group(2))) == (
         machine.kernel_base,
         machine.kernel_size,
     ), run.report()
@@ -529,11 +514,11 @@ def test_virtual_memory_reads_match(first_session: FirstSession) -> None:
 
     start, values = _memory_qwords(run, "modules_head")
     assert start == machine.ps_loaded_module_list, run.report()
-    assert values == _qwords(machine.read_virtual(start, 16)), run.report()
+    assert values == qwords(machine.read_virtual(start, 16)), run.report()
 
     start, values = _memory_qwords(run, "kdbg")
     assert start == machine.kdbg_address, run.report()
-    assert values == _qwords(machine.read_virtual(start, 32)), run.report()
+    assert values == qwords(machine.read_virtual(start, 32)), run.report()
     assert struct.pack("<Q", values[2])[:4] == b"KDBG", run.report()
 
 
@@ -546,7 +531,7 @@ def test_physical_memory_reads_match(first_session: FirstSession) -> None:
     assert data == machine.read_virtual(machine.kernel_base, 0x20), run.report()
 
     start, values = _memory_qwords(run, "pml4e")
-    assert values == _qwords(machine.read_physical(start, 16)), run.report()
+    assert values == qwords(machine.read_physical(start, 16)), run.report()
     assert values[0] & 1, f"the kernel's PML4 entry is not present\n{run.report()}"
 
 

@@ -29,6 +29,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ntoseye_support import (
+    BYTES_LINE,
+    CLOSED_PROXY,
+    FAKE_NT,
+    KERNEL_IMAGE,
+    KERNEL_PDB,
+    MODULE_LINE,
+    PROXY_VARIABLES,
+    QWORDS_LINE,
+    SECTION_MARK,
+    find_ntoseye,
+    hex_value,
+    qwords,
+    tail,
+)
 
 from cartd.cli import build_parser
 from cartd.kd.dialect import KDNET_MAX_TRANSFER
@@ -36,10 +51,6 @@ from cartd.sim.command import build_target
 from cartd.sim.machine import SimulatedMachine
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FAKE_NT = SHARED / "vectors" / "fake-nt"
-KERNEL_IMAGE = FAKE_NT / "ntoskrnl.exe"
-KERNEL_PDB = FAKE_NT / "ntkrnlmp.pdb"
 SEED = 13
 # The example key of MS-HV (kdnet.md section 1): 13-digit words, so every byte of each word
 # matters, unlike 1.2.3.4.
@@ -51,23 +62,6 @@ LONG_READ = 0x1000
 # The target pokes every 3 s; the first poke may go out before ntoseye listens.
 HANDSHAKE_TIMEOUT = 20
 SESSION_TIMEOUT = 120.0  # the simulator's start and one whole batch session, attach to exit
-# A proxy nobody listens on: with it, ntoseye's symbol downloads fail at once and locally.
-CLOSED_PROXY = "http://127.0.0.1:9"
-_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-
-_BYTES_LINE = re.compile(r"^([0-9a-f`]{8,17})  ((?:[0-9a-f?]{2}[ -])*[0-9a-f?]{2})(?:  |$)")
-_QWORDS_LINE = re.compile(r"^([0-9a-f`]{8,17})((?: +[0-9a-f`?]{16,17})+) *$")
-_MODULE_LINE = re.compile(r"^([0-9a-f`]{16,17})  ([0-9a-f`]{16,17})  (\S+) .* (\S+)$")
-_SECTION_MARK = re.compile(r"^==([a-z0-9_]+)==$")
-
-
-def _hex(text: str) -> int:
-    return int(text.replace("`", ""), 16)
-
-
-def _tail(text: str, lines: int = 60) -> str:
-    kept = text.splitlines()[-lines:]
-    return "\n".join(kept) if kept else "(nothing)"
 
 
 def _sim_arguments(host_port: str) -> list[str]:
@@ -82,13 +76,7 @@ def _sim_arguments(host_port: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def ntoseye() -> Path:
-    beside = Path(sys.executable).parent / "ntoseye"  # installed into this virtualenv
-    if beside.exists():
-        return beside
-    found = shutil.which("ntoseye")
-    if found is None:
-        pytest.skip("ntoseye is not installed (pip install ntoseye)")
-    return Path(found)
+    return find_ntoseye()
 
 
 @pytest.fixture(scope="module")
@@ -155,10 +143,10 @@ class Session:
         return (
             f"--- script:\n{self.script}\n"
             f"exit status {self.returncode}\n"
-            f"--- ntoseye stdout:\n{_tail(self.stdout, 150)}\n"
-            f"--- ntoseye stderr (KD trace):\n{_tail(self.stderr)}\n"
-            f"--- sim stdout:\n{_tail(self.sim_stdout)}\n"
-            f"--- sim stderr:\n{_tail(self.sim_stderr)}"
+            f"--- ntoseye stdout:\n{tail(self.stdout, 150)}\n"
+            f"--- ntoseye stderr (KD trace):\n{tail(self.stderr)}\n"
+            f"--- sim stdout:\n{tail(self.sim_stdout)}\n"
+            f"--- sim stderr:\n{tail(self.sim_stderr)}"
         )
 
     def section(self, name: str) -> list[str]:
@@ -166,7 +154,7 @@ class Session:
         sections: dict[str, list[str]] = {}
         current: list[str] | None = None
         for line in self.stdout.splitlines():
-            mark = _SECTION_MARK.match(line.strip())
+            mark = SECTION_MARK.match(line.strip())
             if mark:
                 current = sections.setdefault(mark.group(1), [])
             elif current is not None:
@@ -224,9 +212,9 @@ def session(
             "exit $status",
         ]
     )
-    env = {key: value for key, value in os.environ.items() if key.lower() not in _PROXY_VARIABLES}
+    env = {key: value for key, value in os.environ.items() if key.lower() not in PROXY_VARIABLES}
     env.update(HOME=str(home), NTOSEYE_KD_TRACE="1")
-    env.update({name.upper(): CLOSED_PROXY for name in _PROXY_VARIABLES if name != "no_proxy"})
+    env.update({name.upper(): CLOSED_PROXY for name in PROXY_VARIABLES if name != "no_proxy"})
     process = subprocess.Popen(
         [*namespace, "sh", "-c", script],
         cwd=ROOT,
@@ -265,10 +253,10 @@ def _memory_bytes(session: Session, name: str) -> tuple[int, bytes]:
     start: int | None = None
     data = bytearray()
     for line in session.section(name):
-        match = _BYTES_LINE.match(line)
+        match = BYTES_LINE.match(line)
         if not match:
             continue
-        address, values = _hex(match.group(1)), match.group(2).replace("-", " ").split()
+        address, values = hex_value(match.group(1)), match.group(2).replace("-", " ").split()
         if start is None:
             start = address
         assert address == start + len(data), f"gap in the dump at {address:#x}\n{session.report()}"
@@ -282,21 +270,17 @@ def _memory_qwords(session: Session, name: str) -> tuple[int, list[int]]:
     start: int | None = None
     values: list[int] = []
     for line in session.section(name):
-        match = _QWORDS_LINE.match(line)
+        match = QWORDS_LINE.match(line)
         if not match:
             continue
-        address = _hex(match.group(1))
+        address = hex_value(match.group(1))
         if start is None:
             start = address
         assert address == start + 8 * len(values), f"gap at {address:#x}\n{session.report()}"
         assert "?" not in match.group(2), f"ntoseye could not read {address:#x}\n{session.report()}"
-        values += [_hex(value) for value in match.group(2).split()]
+        values += [hex_value(value) for value in match.group(2).split()]
     assert start is not None, f"no quadword dump in section {name!r}\n{session.report()}"
     return start, values
-
-
-def _qwords(data: bytes) -> list[int]:
-    return list(struct.unpack(f"<{len(data) // 8}Q", data))
 
 
 # --------------------------------------------------------------------------- the tests
@@ -312,7 +296,7 @@ def test_ntoseye_completes_the_kdnet_handshake(session: Session, machine: Simula
     text = "\n".join(session.section("vertarget"))
     kernel = re.search(r"kernel\s+([0-9a-f`]+)\s+size\s+0x([0-9a-f]+)", text)
     assert kernel, session.report()
-    assert (_hex(kernel.group(1)), _hex(kernel.group(2))) == (
+    assert (hex_value(kernel.group(1)), hex_value(kernel.group(2))) == (
         machine.kernel_base,
         machine.kernel_size,
     ), session.report()
@@ -323,9 +307,9 @@ def test_ntoseye_completes_the_kdnet_handshake(session: Session, machine: Simula
 def test_lm_lists_the_loaded_module_list(session: Session, machine: SimulatedMachine) -> None:
     shown: dict[str, tuple[int, int]] = {}
     for line in session.section("lm"):
-        match = _MODULE_LINE.match(line)
+        match = MODULE_LINE.match(line)
         if match:
-            shown[match.group(4)] = (_hex(match.group(1)), _hex(match.group(2)))
+            shown[match.group(4)] = (hex_value(match.group(1)), hex_value(match.group(2)))
     expected = {module.name: (module.base, module.base + module.size) for module in machine.modules}
     assert shown == expected, (
         f"`lm` shows {sorted(shown.items())}, PsLoadedModuleList holds "
@@ -347,11 +331,11 @@ def test_virtual_memory_reads_match(session: Session, machine: SimulatedMachine)
 
     start, values = _memory_qwords(session, "modules_head")
     assert start == machine.ps_loaded_module_list, session.report()
-    assert values == _qwords(machine.read_virtual(start, 16)), session.report()
+    assert values == qwords(machine.read_virtual(start, 16)), session.report()
 
     start, values = _memory_qwords(session, "kdbg")
     assert start == machine.kdbg_address, session.report()
-    assert values == _qwords(machine.read_virtual(start, 32)), session.report()
+    assert values == qwords(machine.read_virtual(start, 32)), session.report()
     assert struct.pack("<Q", values[2])[:4] == b"KDBG", session.report()
 
 

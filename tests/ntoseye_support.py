@@ -1,0 +1,52 @@
+"""What both ntoseye interop tests (serial and KDNET) share: where the fake-nt vectors are,
+finding ntoseye, keeping it off the network, and reading its output."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FAKE_NT = SHARED / "vectors" / "fake-nt"
+KERNEL_IMAGE = FAKE_NT / "ntoskrnl.exe"
+KERNEL_PDB = FAKE_NT / "ntkrnlmp.pdb"
+
+# A proxy nobody listens on: with it, ntoseye's symbol downloads fail at once and locally.
+CLOSED_PROXY = "http://127.0.0.1:9"
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+# ntoseye's dump formats: `db` lines, `dq` lines, `lm` lines, and our ==name== section marks.
+BYTES_LINE = re.compile(r"^([0-9a-f`]{8,17})  ((?:[0-9a-f?]{2}[ -])*[0-9a-f?]{2})(?:  |$)")
+QWORDS_LINE = re.compile(r"^([0-9a-f`]{8,17})((?: +[0-9a-f`?]{16,17})+) *$")
+MODULE_LINE = re.compile(r"^([0-9a-f`]{16,17})  ([0-9a-f`]{16,17})  (\S+) .* (\S+)$")
+SECTION_MARK = re.compile(r"^==([a-z0-9_]+)==$")
+
+
+def find_ntoseye() -> Path:
+    """ntoseye from this virtualenv, else from PATH; skips the test when there is none."""
+    beside = Path(sys.executable).parent / "ntoseye"
+    if beside.exists():
+        return beside
+    found = shutil.which("ntoseye")
+    if found is None:
+        pytest.skip("ntoseye is not installed (pip install ntoseye)")
+    return Path(found)
+
+
+def hex_value(text: str) -> int:
+    """A number as ntoseye prints it (hex, with WinDbg's ` between the halves)."""
+    return int(text.replace("`", ""), 16)
+
+
+def tail(text: str, lines: int = 60) -> str:
+    kept = text.splitlines()[-lines:]
+    return "\n".join(kept) if kept else "(nothing)"
+
+
+def qwords(data: bytes) -> list[int]:
+    return list(struct.unpack(f"<{len(data) // 8}Q", data))
