@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cartd",
         description="A Windows kernel-debugging crash cart: speaks KD to failing servers over "
-        "serial, USB or the network, and records everything they say.",
+        "serial or the network (KDNET), and records everything they say.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = commands.add_parser(
