@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from cartd.capture.journal import read_journal
-from cartd.events import Bugcheck, DebugPrint
+from cartd.events import Bugcheck, DebugPrint, LinkUp, OwnerChanged
 
 
 def test_demo_reports_and_records_the_bugcheck(tmp_path: Path) -> None:
@@ -36,7 +36,8 @@ def test_demo_reports_and_records_the_bugcheck(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     kinds = [event["type"] for event in events]
-    assert kinds[:2] == ["link_probed", "link_up"]
+    assert kinds[0] == "link_probed"
+    assert kinds.index("link_up") < kinds.index("target_connected")
     assert "target_connected" in kinds
     modules = [event["name"] for event in events if event["type"] == "module_loaded"]
     assert modules[:2] == ["ntoskrnl.exe", "hal.dll"]
@@ -50,6 +51,7 @@ def test_demo_reports_and_records_the_bugcheck(tmp_path: Path) -> None:
     recorded = read_journal(journal)
     assert any(isinstance(e, Bugcheck) and e.code == 0xD1 for e in recorded)
     assert any(isinstance(e, DebugPrint) and "Fatal System Error" in e.text for e in recorded)
+    assert isinstance(recorded[0], OwnerChanged) and isinstance(recorded[1], LinkUp)
     (console,) = tmp_path.glob("targets/*/sessions/*/console.log")
     assert "*** Fatal System Error: 0x000000d1" in console.read_text()
     assert list(tmp_path.glob("targets/*/sessions/*/wire.pcapng"))

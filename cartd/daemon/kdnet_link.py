@@ -130,11 +130,12 @@ class KdnetLink:
     def _session(self, event: SessionStarted) -> None:
         peer = f"{event.peer[0]}:{event.peer[1]}"
         self.state = f"connected to {peer} (KDNET protocol {event.version})"
-        self._publish(ev.LinkUp(link=self.link, device=f"udp:{peer}"))
         driver = self._driver
         if self._serving is None and driver is not None:
+            # The worker (and with it the session's records) first, so link_up is journaled.
             worker = self._worker_for(self.target_id, self.link)
             self._serving = asyncio.create_task(worker.serve(driver))
+        self._publish(ev.LinkUp(link=self.link, device=f"udp:{peer}"))
         if driver is not None and self._break_on_connect:
             # policy break_on_connect: stop the target so cartd learns who it is; the session
             # continues it once identity is read.

@@ -139,8 +139,9 @@ class SerialLink:
             self._publish(ev.LinkDown(link=self.link, device=device, reason=str(error)))
             return
         self.state = f"connected at {baud} baud"
-        self._publish(ev.LinkUp(link=self.link, device=device, baud=baud))
+        # The worker (and with it the session's records) first, so link_up is journaled too.
         worker = self._worker_for(self.target_id, self.link)
+        self._publish(ev.LinkUp(link=self.link, device=device, baud=baud))
         host = self._host_for(baud)
         driver = HostDriver(
             stream,
