@@ -61,8 +61,7 @@ class TargetWorker:
             for task in pending:
                 task.cancel()
             for task in done:
-                if task is events and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                task.result()  # re-raises whatever ended the event loop of this connection
         finally:
             self._driver = None
             self.session.link_down()

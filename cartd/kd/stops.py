@@ -35,15 +35,14 @@ class StopReason(Enum):
         return self in (StopReason.BUGCHECK_FIRST, StopReason.BUGCHECK_SECOND)
 
 
-_STATUS_REASONS = {
+# Keyed by plain int: RCX is whatever the target put there, not necessarily a DbgStatus.
+_STATUS_REASONS: dict[int, StopReason] = {
     DbgStatus.CONTROL_C: StopReason.BREAK_IN,
     DbgStatus.SYSRQ: StopReason.SYSRQ,
     DbgStatus.BUGCHECK_FIRST: StopReason.BUGCHECK_FIRST,
     DbgStatus.BUGCHECK_SECOND: StopReason.BUGCHECK_SECOND,
     DbgStatus.FATAL: StopReason.FATAL,
 }
-
-_STATUS_VALUES = frozenset(int(status) for status in _STATUS_REASONS)
 
 
 def is_breakpoint_exception(stop: StateChangeMessage) -> bool:
@@ -74,11 +73,7 @@ def classify_stop(
         and stop.program_counter == breakpoint_with_status
         and status_argument is not None
     ):
-        return (
-            _STATUS_REASONS.get(DbgStatus(status_argument), StopReason.BREAKPOINT)
-            if (status_argument in _STATUS_VALUES)
-            else StopReason.BREAKPOINT
-        )
+        return _STATUS_REASONS.get(status_argument, StopReason.BREAKPOINT)
     return StopReason.BREAKPOINT
 
 

@@ -67,7 +67,7 @@ _ALWAYS_CONTINUED = frozenset(
         StopReason.OTHER,
     }
 )
-_MACHINE_NAMES = {
+_MACHINE_NAMES: dict[int, str] = {
     MachineType.AMD64: "x64",
     MachineType.I386: "x86",
     MachineType.ARM64: "arm64",
@@ -203,7 +203,7 @@ class TargetSession:
         self, version: GetVersion, kdbg: DebuggerData | None, *, processors: int
     ) -> tuple[ev.Event, dict[str, Any]]:
         """What GetVersion and KDBG said: the `target_connected` event and identity.json."""
-        machine = _MACHINE_NAMES.get(version.machine_type, f"{version.machine_type:#x}")  # type: ignore[call-overload]
+        machine = _MACHINE_NAMES.get(version.machine_type, f"{version.machine_type:#x}")
         self.identity = {
             "target": self.target_id,
             "link": self.link,

@@ -28,6 +28,7 @@ from cartd.kd.constants import (
 )
 from cartd.kd.context import Amd64Register, read_register, with_register
 from cartd.kd.dialect import SERIAL, KdDialect
+from cartd.kd.manipulate import ManipulateMessage
 from cartd.kd.state_change import (
     Amd64ControlReport,
     ExceptionRecord,
@@ -435,9 +436,9 @@ class SimulatedTarget:
 
     # ------------------------------------------------------------------ serving requests
 
-    def _serve(self, request: object, now: float) -> None:
+    def _serve(self, request: ManipulateMessage, now: float) -> None:
         assert self._stop is not None
-        outcome = self.api.handle(request)  # type: ignore[arg-type]
+        outcome = self.api.handle(request)
         if isinstance(outcome, Resume):
             self._resume(outcome, now)
         else:
