@@ -10,6 +10,7 @@ from cartd import client_commands, demo
 from cartd.daemon import command as run_command
 from cartd.decode import command as decode_command
 from cartd.sim import command as sim_command
+from cartd.tui import command as tui_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     run_command.add_arguments(run)
     run.set_defaults(run=run_command.run)
     client_commands.add_arguments(commands)
+    tui = commands.add_parser(
+        "tui",
+        help="the full-screen view of the cart: targets, consoles, bugchecks, commands",
+        description="Show every link and target, each target's DbgPrint console and events, "
+        "and the bugcheck when there is one; break in, continue, reboot and give KDNET keys "
+        "with a few keys (? lists them). Runs on the cart's screen and over `ssh -t`; it "
+        "waits for the daemon if none is running.",
+    )
+    tui_command.add_arguments(tui)
+    tui.set_defaults(run=tui_command.run)
     sim = commands.add_parser(
         "sim",
         help="serve a simulated x64 Windows target",

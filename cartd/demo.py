@@ -4,8 +4,8 @@ The simulator serves the target on the master side of a new pseudo-terminal, pac
 115200 baud null-modem cable. The daemon is started on a temporary state directory (or
 `--state-dir`) with that pty's other side as its only serial port, exactly as it would use
 /dev/ttyUSB0 on a cart; it finds the KD traffic, connects, keeps the target alive, records
-everything, and holds the target at the bugcheck. What you see is `cartd events --follow`: a
-client of the daemon's control socket.
+everything, and holds the target at the bugcheck. What you see is `cartd tui` (or, with
+--no-tui or without a terminal, `cartd events --follow`): a client of the daemon's control socket.
 """
 
 from __future__ import annotations
@@ -48,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "paced pty) or KDNET (encrypted UDP on 127.0.0.1); default serial",
     )
     parser.add_argument(
-        "--no-tui", action="store_true", help="print events as lines (the only mode so far)"
+        "--no-tui",
+        action="store_true",
+        help="print events as lines instead of showing the TUI (the default when standard "
+        "output is not a terminal)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per event")
     parser.add_argument(
@@ -95,9 +98,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="cartd-demo-"))
-    configure_logging(verbose=False)
-    # The events are the demo's output; the daemon's own log only for real trouble.
-    logging.getLogger().setLevel(logging.ERROR)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    args.tui = not (args.no_tui or args.json) and sys.stdin.isatty() and sys.stdout.isatty()
+    if args.tui:
+        # The screen belongs to the TUI: the daemon's log goes to a file beside the records.
+        logging.basicConfig(filename=state_dir / "demo.log", force=True)
+        logging.getLogger().setLevel(logging.WARNING)
+    else:
+        configure_logging(verbose=False)
+        # The events are the demo's output; the daemon's own log only for real trouble.
+        logging.getLogger().setLevel(logging.ERROR)
     try:
         target = _simulated_target(args)
     except (OSError, ValueError) as error:
@@ -138,7 +148,7 @@ async def _demo(args: argparse.Namespace, target: SimulatedTarget, state_dir: Pa
     )
     daemon = Daemon(config)
     running = asyncio.create_task(daemon.run())
-    if not args.json:
+    if not args.json and not args.tui:
         print(
             f"cartd demo: a simulated Windows target {link.description}; it bug checks "
             f"{args.bugcheck:#x} after {args.bugcheck_after:g} s. Ctrl-C stops.",
@@ -151,6 +161,9 @@ async def _demo(args: argparse.Namespace, target: SimulatedTarget, state_dir: Pa
     try:
         await asyncio.wait_for(daemon.ready.wait(), 10)
         await link.boot()
+        if args.tui:
+            await _tui(config, args.seconds)
+            return
         watch = _watch(config, as_json=args.json, started=started)
         if args.seconds is None:
             await watch
@@ -211,6 +224,16 @@ async def _free_udp_port() -> int:
     port = int(transport.get_extra_info("sockname")[1])
     transport.close()
     return port
+
+
+async def _tui(config: Config, seconds: float | None) -> None:
+    # Imported here: the printed mode (and every other command) starts faster without Textual.
+    from cartd.tui.app import CartdApp
+
+    app = CartdApp(config.control_socket_path())
+    if seconds is not None:
+        asyncio.get_running_loop().call_later(seconds, app.exit)
+    await app.run_async()
 
 
 async def _watch(config: Config, *, as_json: bool, started: float) -> None:

@@ -13,6 +13,7 @@ scripts rely on these names (docs/control-protocol.md lists them).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -48,6 +49,8 @@ class Event:
             value = getattr(self, item.name)
             if item.name in _HEX_FIELDS:
                 value = _to_hex(value)
+            elif isinstance(value, tuple):
+                value = list(value)  # what reading the JSON gives, so the two compare equal
             out[item.name] = value
         return out
 
@@ -158,6 +161,12 @@ class Bugcheck(Event):
     code: int
     name: str
     parameters: tuple[int, int, int, int]
+    # What the four parameters mean and what parameter 1 says happened, from the bug check
+    # reference (cartd.kd.bugcheck_codes); empty where it has no text for the code (or, for
+    # `cause`, for the code and parameter 1). Journals written before these fields existed read
+    # back with the defaults.
+    parameter_meanings: tuple[str, ...] = ()
+    cause: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,6 +248,22 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
+def _tuple_fields(cls: type[Event]) -> frozenset[str]:
+    hints = typing.get_type_hints(cls)
+    return frozenset(
+        item.name
+        for item in dataclasses.fields(cls)
+        if typing.get_origin(hints[item.name]) is tuple
+    )
+
+
+# JSON has lists only; fields typed as tuples are read back as tuples, so an event read from a
+# journal equals the one that was written.
+_TUPLE_FIELDS: dict[type[Event], frozenset[str]] = {
+    cls: _tuple_fields(cls) for cls in EVENT_TYPES.values()
+}
+
+
 def event_from_json(data: object) -> Event:
     """Rebuild an event from its JSON object; unknown extra fields are ignored (a newer
     writer may add some), missing ones are an error."""
@@ -255,9 +280,11 @@ def event_from_json(data: object) -> Event:
                 raise EventFormatError(f"{kind} event without {item.name!r}")
             continue
         value = data[item.name]
-        values[item.name] = _from_hex(value) if item.name in _HEX_FIELDS else value
-    if "parameters" in values and isinstance(values["parameters"], list):
-        values["parameters"] = tuple(values["parameters"])
+        if item.name in _HEX_FIELDS:
+            value = _from_hex(value)
+        if item.name in _TUPLE_FIELDS[cls] and isinstance(value, list):
+            value = tuple(value)
+        values[item.name] = value
     try:
         return cls(**values)
     except TypeError as error:

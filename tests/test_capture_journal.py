@@ -61,6 +61,8 @@ def one_of_each() -> list[Event]:
             code=0x9F,
             name="DRIVER_POWER_STATE_FAILURE",
             parameters=(3, 0xFFFFB10A_12345678, 0xFFFFF803_1AE0F0A0, 0xFFFFB10A_87654321),
+            parameter_meanings=("Type of violation", "Physical device object", "", "The IRP"),
+            cause="A device object blocked a power IRP for too long",
         ),
         Running(target=TARGET),
         TargetRebooted(target=TARGET),

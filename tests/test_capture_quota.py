@@ -108,3 +108,42 @@ def test_disk_usage_counts_like_du(state: dict[str, Path]) -> None:
         check=True,
     )
     assert disk_usage(state["state"]) == int(du.stdout.split()[0])
+
+
+def test_disk_usage_of_a_missing_path_is_zero(tmp_path: Path) -> None:
+    assert disk_usage(tmp_path / "targets" / "never-connected") == 0
+
+
+def test_entries_that_vanish_while_counting_are_left_out(
+    state: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pruning may delete a session while `status` counts a target's records: what is gone
+    counts as nothing, and counting never fails."""
+    target = state["state"] / "targets" / "a"
+    before = disk_usage(target)
+    doomed_file = state["identity"]
+    doomed_dir = state["a2"]
+    # The directory's own blocks are counted (its lstat comes before it vanishes), not its files.
+    doomed_bytes = disk_usage(doomed_file) + sum(disk_usage(f) for f in doomed_dir.iterdir())
+    real_lstat, real_scandir = os.lstat, os.scandir
+
+    def lstat_after_unlink(path: os.PathLike[str] | str) -> os.stat_result:
+        if Path(path) == doomed_file:
+            doomed_file.unlink()  # gone between the directory listing and its lstat
+        return real_lstat(path)
+
+    def scandir_after_removal(path: Path) -> object:
+        if Path(path) == doomed_dir:
+            # Gone between its lstat and its listing (not shutil.rmtree: it uses os.lstat).
+            for name in os.listdir(doomed_dir):
+                (doomed_dir / name).unlink()
+            doomed_dir.rmdir()
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "lstat", lstat_after_unlink)
+    monkeypatch.setattr(os, "scandir", scandir_after_removal)
+    during = disk_usage(target)
+    monkeypatch.undo()
+
+    assert not doomed_file.exists() and not doomed_dir.exists()
+    assert during == before - doomed_bytes

@@ -64,8 +64,11 @@ async def test_key_needed_then_key_at_run_time_then_events(tmp_path: Path) -> No
     try:
         await asyncio.wait_for(daemon.ready.wait(), 10)
         async with await ControlClient.connect(config.control_socket_path()) as client:
+            (waiting,) = (await client.call("status"))["links"]
+            assert (waiting["kind"], waiting["port"], waiting["peer"]) == ("kdnet", port, None)
+            assert waiting["state"] == "waiting for a key"
             stream = client.events(replay=100)
-            await server.start()
+            sim_address = await server.start()
             needed = await wait_for(stream, LinkProbed)
             assert isinstance(needed, LinkProbed) and needed.result == "key_needed"
             assert KEY not in needed.detail
@@ -81,9 +84,24 @@ async def test_key_needed_then_key_at_run_time_then_events(tmp_path: Path) -> No
             assert connected.kernel_base == machine.kernel_base
             bugcheck = await wait_for(stream, Bugcheck)
             assert isinstance(bugcheck, Bugcheck) and bugcheck.name == "DPC_WATCHDOG_VIOLATION"
+            assert len(bugcheck.parameter_meanings) == 4  # texts from the bug check reference
             status = await client.call("status")
             (record,) = status["targets"]
             assert record["target"] == f"kdnet-{port}" and record["state"] == "bugchecked"
+            assert record["bugcheck"]["parameter_meanings"] == list(bugcheck.parameter_meanings)
+            assert record["bugcheck"]["cause"] == bugcheck.cause
+            assert record["records_bytes"] > 0
+            (link,) = status["links"]
+            assert link == {
+                "link": f"kdnet:{port}",
+                "kind": "kdnet",
+                "device": f"udp:{LOOPBACK}:{port}",
+                "target": f"kdnet-{port}",
+                "state": link["state"],
+                "port": port,
+                "peer": f"{sim_address[0]}:{sim_address[1]}",
+            }
+            assert link["state"].startswith(f"connected to {sim_address[0]}:{sim_address[1]} ")
     finally:
         server.close()
         daemon.stopping.set()

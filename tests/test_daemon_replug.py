@@ -77,6 +77,7 @@ async def test_unplug_and_replug_continue_the_session(tmp_path: Path, dev_link: 
                     (shown,) = status["targets"]
                     assert shown["state"] == "link_down", status
                     assert status["links"][0]["state"] == "waiting for device", status
+                    assert status["links"][0]["baud"] is None, status
                     # Commands say why they cannot work now.
                     for command in ("break", "reboot"):
                         refused = await cartd_cli(command, *cli, target)
@@ -90,6 +91,8 @@ async def test_unplug_and_replug_continue_the_session(tmp_path: Path, dev_link: 
                     assert up.device == str(dev_link)
                     for _ in range(10):  # it prints again
                         at, _ = await watch.wait_type(ev.DebugPrint, target, after=at + 1)
+                    (shown_link,) = (await watch.client.call("status"))["links"]
+                    assert shown_link["baud"] == 115200, shown_link
                     assert not any(isinstance(e, ev.TargetRebooted) for e in watch.events), (
                         watch.failure(f"replug {cycle + 1} was taken for a reboot")
                     )

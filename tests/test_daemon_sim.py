@@ -96,15 +96,25 @@ async def test_daemon_records_and_drives_a_simulated_target(tmp_path: Path) -> N
                 assert shown["state"] == "bugchecked"
                 assert shown["bugcheck"]["code"] == "0x9f"
                 assert shown["bugcheck"]["name"] == "DRIVER_POWER_STATE_FAILURE"
+                # Parameter 1 is 3: a device object blocked an IRP for too long.
+                assert (
+                    shown["bugcheck"]["cause"] == "A device object blocked a power IRP for too long"
+                )
+                assert shown["bugcheck"]["parameter_meanings"][3] == "The blocked IRP"
                 assert shown["identity"]["kernel_base"] == f"{machine.kernel_base:#x}"
                 assert shown["recording"] is True
                 assert shown["noise"] == {}, shown["noise"]
+                # Disk use as the quota counts it; the journal alone is several KiB by now.
+                assert shown["records_bytes"] > 0, shown["records_bytes"]
+                assert result["disk_free_bytes"] > 0
                 assert result["links"] == [
                     {
                         "link": link,
+                        "kind": "serial",
                         "device": sim.slave_path,
                         "target": target,
                         "state": "connected at 115200 baud",
+                        "baud": 115200,
                     }
                 ]
                 events = await cartd_cli("events", "--json", "--replay", "1000", *cli)

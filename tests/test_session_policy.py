@@ -80,9 +80,22 @@ def test_bugcheck_is_held_by_default_and_reported_once() -> None:
     assert isinstance(bugcheck, ev.Bugcheck)
     assert bugcheck.to_json()["name"] == "DRIVER_POWER_STATE_FAILURE"
     assert bugcheck.to_json()["parameters"][1] == "0xffffa30f12345678"
+    # What the reference says about it, for people at the cart (parameter 1 is 3 here).
+    assert bugcheck.parameter_meanings == info.parameter_meanings
+    assert bugcheck.parameter_meanings[0].startswith("Type of violation (3 = ")
+    assert bugcheck.cause == "A device object blocked a power IRP for too long"
     session.on_host_event(kd.TargetRunning(), wall_time=2.0)
     events, _ = session.on_stop(exception_stop(StopReason.BUGCHECK_SECOND, bugcheck=info))
     assert [type(e) for e in events] == [ev.Stopped]  # the same bugcheck is not repeated
+
+
+def test_a_bugcheck_the_reference_does_not_describe_has_no_meanings_or_cause() -> None:
+    session = TargetSession("srv12", "l", policy())
+    info = BugcheckInfo(code=0x1234, parameters=(1, 2, 3, 4))
+    assert info.parameter_meanings is None and info.cause is None
+    events, _ = session.on_stop(exception_stop(StopReason.BUGCHECK_FIRST, bugcheck=info))
+    (bugcheck,) = [event for event in events if isinstance(event, ev.Bugcheck)]
+    assert (bugcheck.parameter_meanings, bugcheck.cause) == ((), "")
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,9 @@ class KdnetLink:
         self._reported: dict[tuple[str, tuple[str, int]], float] = {}
         self.state = "waiting for a key" if key is None else "waiting for the target"
         self.device = f"udp:{self._interface}:{port}"
+        # "ip:port" of the target of the latest KDNET session: a target that reboots (or a
+        # new one) starts another session, perhaps from another address.
+        self.peer: str | None = None
         self._driver: KdnetDriver | None = None
         self._serving: asyncio.Task[None] | None = None
 
@@ -111,6 +114,7 @@ class KdnetLink:
 
     async def _serve(self, key: str) -> None:
         self.state = "waiting for the target"
+        self.peer = None  # a new key, a new host: no session until the target's next poke
         driver = KdnetDriver(
             KdnetHost(parse_key(key)),
             on_session=self._session,
@@ -128,7 +132,7 @@ class KdnetLink:
                 self._serving.cancel()
 
     def _session(self, event: SessionStarted) -> None:
-        peer = f"{event.peer[0]}:{event.peer[1]}"
+        peer = self.peer = f"{event.peer[0]}:{event.peer[1]}"
         self.state = f"connected to {peer} (KDNET protocol {event.version})"
         driver = self._driver
         if self._serving is None and driver is not None:

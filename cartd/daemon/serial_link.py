@@ -70,6 +70,7 @@ class SerialLink:
         self._worker_for = worker_for
         self._on_traffic = on_traffic
         self.state = "probing"
+        self.baud: int | None = None  # the speed of the open connection; None between them
         self._host: KdHost | None = None
         self._seen_kd = False
         self._last_probe: tuple[str, int | None] | None = None
@@ -139,6 +140,7 @@ class SerialLink:
             self._publish(ev.LinkDown(link=self.link, device=device, reason=str(error)))
             return
         self.state = f"connected at {baud} baud"
+        self.baud = baud
         # The worker (and with it the session's records) first, so link_up is journaled too.
         worker = self._worker_for(self.target_id, self.link)
         self._publish(ev.LinkUp(link=self.link, device=device, baud=baud))
@@ -168,6 +170,7 @@ class SerialLink:
         try:
             await worker.serve(driver)
         finally:
+            self.baud = None
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader

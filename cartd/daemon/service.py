@@ -15,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from cartd import events as ev
-from cartd.capture.quota import prune_sessions
+from cartd.capture.layout import target_dir
+from cartd.capture.quota import disk_usage, prune_sessions
 from cartd.capture.recorder import SessionRecorder
 from cartd.capture.recover import recover_state_dir
 from cartd.capture.wire import LINKTYPE_IPV4, LINKTYPE_USER0
@@ -289,31 +291,59 @@ class Daemon:
     # ------------------------------------------------------------------ control methods
 
     async def _status(self, params: object) -> dict[str, Any]:
+        known = list(self.targets.items())
+        # Walking the records and asking the file system may block on a slow card: do it in a
+        # thread, not on the event loop that drives the links.
+        records_bytes, disk_free = await asyncio.to_thread(
+            self._disk_figures, [target_id for target_id, _ in known]
+        )
         links: list[dict[str, Any]] = [
             {
                 "link": link.link,
+                "kind": "serial",
                 "device": link.candidate.device,
                 "target": link.target_id,
                 "state": link.state,
+                "baud": link.baud,
             }
             for link in self.links.values()
         ]
         links += [
             {
                 "link": link.link,
+                "kind": "kdnet",
                 "device": link.device,
                 "target": link.target_id,
                 "state": link.state,
+                "port": link.port,
+                "peer": link.peer,
             }
             for link in self.kdnet_links.values()
         ]
         targets = []
-        for record in self.targets.values():
+        for target_id, record in known:
             status = record.session.status()
             status["records"] = str(record.recorder.session_dir)
             status["recording"] = not record.recorder.failed
+            status["records_bytes"] = records_bytes[target_id]
             targets.append(status)
-        return {"links": links, "targets": targets, "state_dir": str(self.config.state_dir)}
+        return {
+            "links": links,
+            "targets": targets,
+            "state_dir": str(self.config.state_dir),
+            "disk_free_bytes": disk_free,
+        }
+
+    def _disk_figures(self, target_ids: list[str]) -> tuple[dict[str, int], int | None]:
+        """Disk use of each target's records (as the quota counts it), and the bytes free on
+        the file system that holds them (None if it cannot be asked)."""
+        state_dir = self.config.state_dir
+        used = {target_id: disk_usage(target_dir(state_dir, target_id)) for target_id in target_ids}
+        try:
+            free: int | None = shutil.disk_usage(state_dir).free
+        except OSError:
+            free = None
+        return used, free
 
     async def _history(self, params: Any) -> dict[str, Any]:
         """Recent events, oldest first: `cartd events` without --follow."""

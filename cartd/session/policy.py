@@ -156,6 +156,8 @@ class TargetSession:
                     code=info.code,
                     name=info.name,
                     parameters=info.parameters,
+                    parameter_meanings=info.parameter_meanings or (),
+                    cause=info.cause or "",
                 )
                 out.append(self.bugcheck)
             return out, self._bugcheck_decision()

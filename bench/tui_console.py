@@ -1,0 +1,363 @@
+"""TUI cost: CPU of `cartd tui` showing a target whose console takes 1,000 DbgPrint lines/s.
+
+Run with `.venv/bin/python bench/tui_console.py` from the repository root. A real `cartd run`
+process serves a KD target written for this bench (the protocol core in TARGET role, as in
+bench/daemon_load.py) over an unpaced pseudo-terminal; the target sends DbgPrint lines at a set
+rate. The TUI runs in a child process of its own, so its CPU is measured alone: `CartdApp`
+opened on the target's console view, drawn at 120x40 on a pseudo-terminal the bench reads and
+throws away, so the cost of every frame is counted up to the escape sequences written
+(`--headless` uses Textual's `run_test()` instead, which composes each frame but never
+encodes or writes it). The figures, all measured in this one run:
+
+1. the TUI's CPU as a share of one core while the console scrolls at the rate reached, next
+   to the same TUI connected to the same target while it prints nothing;
+2. the DbgPrint lines per second the TUI actually received, and any events the daemon had to
+   drop because the TUI fell behind;
+3. the daemon's CPU over the same windows, for scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import resource
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cartd.control.client import ControlClient
+from cartd.kd.target import KdTarget, PacketDelivered
+from cartd.links.streams import FdStream, LinkClosed, open_pty_pair
+
+LINE = b"cartd bench: a DbgPrint line of a typical length, number %08d\n"
+TICKS = os.sysconf("SC_CLK_TCK")
+COLUMNS, ROWS = 120, 40
+WARM_UP_LINES = 200
+# Before its window opens the child waits this long after it has the target: the replay of the
+# daemon's recent events and the first frames are start-up cost, not the steady state.
+SETTLE_SECONDS = 1.0
+CHILD_START_TIMEOUT = 60.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+# --- the target ---------------------------------------------------------------------------------
+
+
+class PacedTarget:
+    """A KD target on the pty master that prints LINE at a set rate when asked to.
+
+    KD has one packet in flight at a time: each line goes when the previous one has been
+    acknowledged, or later if the schedule says so; a target that fell behind catches up at
+    the line's full speed. It waits on the acknowledgements instead of polling for them,
+    because this process shares the machine's cores with the two it measures.
+    """
+
+    def __init__(self, stream: FdStream) -> None:
+        self.stream = stream
+        self.target = KdTarget(ack_timeout=2.0)
+        self.delivered = 0
+        self._acknowledged = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._reader = asyncio.create_task(self._pump())
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        self.stream.close()
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await self.stream.read()
+            self.target.receive_data(data, loop.time())
+            while (event := self.target.next_event()) is not None:
+                if isinstance(event, PacketDelivered):
+                    self.delivered += 1
+                    self._acknowledged.set()
+            self.stream.write(self.target.data_to_send())
+
+    async def _until_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.target.idle:
+            if self._reader is not None and self._reader.done():
+                self._reader.result()  # the pty closed: say why
+            self._acknowledged.clear()
+            deadline = self.target.get_timer()
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                await asyncio.wait_for(self._acknowledged.wait(), timeout)
+            except TimeoutError:
+                self.target.handle_timer(loop.time())
+                self.stream.write(self.target.data_to_send())
+
+    async def send(self, count: int | None = None, *, rate: float | None = None) -> None:
+        """Send `count` lines (forever when None), `rate` a second (as fast as acknowledged
+        when None)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sent = 0
+        while count is None or sent < count:
+            await self._until_idle()
+            if rate is not None:
+                due = started + sent / rate
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
+            self.target.send_debug_print(LINE % self.delivered, loop.time())
+            self.stream.write(self.target.data_to_send())
+            sent += 1
+        await self._until_idle()
+
+
+# --- the TUI, in a child process ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What the child saw over its measuring window."""
+
+    cpu: float  # seconds, user + system, every thread
+    wall: float
+    lines: int  # DbgPrint lines the TUI's console received
+    dropped_events: int  # events the daemon could not send the TUI in time
+
+    @property
+    def core_share(self) -> float:
+        return self.cpu / self.wall
+
+    @property
+    def line_rate(self) -> float:
+        return self.lines / self.wall
+
+
+def received_lines(app: Any, target: str) -> int:
+    console = app.model.target(target).console
+    return int(console.dropped + len(console.lines))
+
+
+async def measure_app(app: Any, target: str, seconds: float, report: int) -> None:
+    """Wait until the TUI has the target, let it settle, then measure it for `seconds`."""
+    from cartd.tui.model import Connection
+
+    while app.model.connection is not Connection.CONNECTED or target not in app.model.targets:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(SETTLE_SECONDS)
+    os.write(report, b"ready\n")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
+    started = time.perf_counter()
+    lines = received_lines(app, target)
+    dropped = app.model.dropped_events
+    await asyncio.sleep(seconds)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    window = Window(
+        cpu=usage.ru_utime + usage.ru_stime - cpu,
+        wall=time.perf_counter() - started,
+        lines=received_lines(app, target) - lines,
+        dropped_events=app.model.dropped_events - dropped,
+    )
+    os.write(report, json.dumps(_fields(window)).encode() + b"\n")
+
+
+def _fields(window: Window) -> dict[str, float]:
+    return {name: getattr(window, name) for name in Window.__slots__}
+
+
+async def run_child(args: argparse.Namespace) -> None:
+    from cartd.tui.app import CartdApp
+
+    app = CartdApp(Path(args.socket), target=args.target)
+    if args.headless:
+        async with app.run_test(size=(COLUMNS, ROWS)):
+            await measure_app(app, args.target, args.seconds, args.report_fd)
+        return
+    # On the pseudo-terminal the bench gave it, as `cartd tui` runs on the cart's screen.
+    running = asyncio.create_task(app.run_async())
+    try:
+        await measure_app(app, args.target, args.seconds, args.report_fd)
+    finally:
+        app.exit()
+        await running
+
+
+# --- the bench ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    tui: Window
+    daemon_cpu: float  # seconds over the child's window
+
+
+def drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError, OSError):
+        os.read(fd, 1 << 16)
+
+
+async def measure_tui(
+    socket: Path, target: str, seconds: float, headless: bool, daemon_pid: int
+) -> Phase:
+    loop = asyncio.get_running_loop()
+    read_end, write_end = os.pipe()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_end, "rb", buffering=0)
+    )
+    command = [
+        sys.executable, __file__, "--child", "--socket", str(socket), "--target", target,
+        "--seconds", str(seconds), "--report-fd", str(write_end),
+    ]  # fmt: skip
+    terminal: int | None = None
+    if headless:
+        child = subprocess.Popen(
+            [*command, "--headless"], pass_fds=(write_end,), stdout=subprocess.DEVNULL
+        )
+    else:
+        terminal, screen = os.openpty()
+        fcntl.ioctl(screen, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+        os.set_blocking(terminal, False)
+        loop.add_reader(terminal, drain, terminal)
+        child = subprocess.Popen(
+            command,
+            pass_fds=(write_end,),
+            stdin=screen, stdout=screen, stderr=screen,
+            env={**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor"},
+            start_new_session=True,
+        )  # fmt: skip
+        os.close(screen)
+    os.close(write_end)
+    try:
+        ready = await asyncio.wait_for(reader.readline(), CHILD_START_TIMEOUT)
+        if ready != b"ready\n":
+            raise SystemExit(f"the TUI child ended before its window (exit {child.wait()})")
+        daemon_before = cpu_seconds(daemon_pid)
+        report = await asyncio.wait_for(reader.readline(), seconds + CHILD_START_TIMEOUT)
+        daemon_cpu = cpu_seconds(daemon_pid) - daemon_before
+        if not report:
+            raise SystemExit(f"the TUI child ended without a report (exit {child.wait()})")
+        await loop.run_in_executor(None, child.wait, 30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        transport.close()
+        if terminal is not None:
+            loop.remove_reader(terminal)
+            os.close(terminal)
+    return Phase(Window(**json.loads(report)), daemon_cpu)
+
+
+async def target_id(socket: Path) -> str:
+    async with await ControlClient.connect(socket) as client:
+        status = await client.call("status")
+    targets = status.get("targets", [])
+    if len(targets) != 1:
+        raise SystemExit(f"expected one target in the daemon's status, got {targets!r}")
+    return str(targets[0]["target"])
+
+
+async def run_bench(seconds: float, rate: float, headless: bool) -> tuple[Phase, Phase]:
+    state = Path(tempfile.mkdtemp(prefix="cartd-bench-"))
+    stream, slave = open_pty_pair()
+    config = state / "cartd.toml"
+    config.write_text(
+        f'[serial]\nports = ["{slave}"]\nprobe_seconds = 0.5\nactive_probe = "all"\n'
+        "[capture]\nquota_mb = 100000\n"
+    )
+    records = state / "records"
+    socket = records / "control.sock"  # Config.control_socket_path() with --state-dir
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "cartd", "run", "--config", str(config), "--state-dir",
+         str(records)],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    target = PacedTarget(stream)
+    target.start()
+    try:
+        # A few lines first, so the daemon has found the port and names the target.
+        await asyncio.wait_for(target.send(WARM_UP_LINES), 60)
+        name = await target_id(socket)
+        quiet = await measure_tui(socket, name, seconds, headless, daemon.pid)
+        printing = asyncio.create_task(target.send(rate=rate))
+        try:
+            busy = await measure_tui(socket, name, seconds, headless, daemon.pid)
+        finally:
+            printing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await printing
+    except LinkClosed as error:
+        raise SystemExit(f"the pty closed: {error}") from error
+    finally:
+        target.close()
+        daemon.terminate()
+        daemon.wait(30)
+    return quiet, busy
+
+
+def summary(quiet: Phase, busy: Phase, rate: float, headless: bool) -> list[str]:
+    where = "headless (run_test)" if headless else f"a {COLUMNS}x{ROWS} pseudo-terminal"
+    lines = [
+        f"TUI CPU: {busy.tui.core_share:.1%} of one core at {busy.tui.line_rate:,.0f} "
+        f"DbgPrint lines/s (idle: {quiet.tui.core_share:.1%}; asked for {rate:,.0f}/s, "
+        f"drawn on {where})",
+        f"TUI CPU per 1,000 lines beyond idle: "
+        f"{(busy.tui.core_share - quiet.tui.core_share) / busy.tui.line_rate * 1000:.3f} s",
+        f"daemon CPU over the same windows: {busy.daemon_cpu / busy.tui.wall:.1%} printing, "
+        f"{quiet.daemon_cpu / quiet.tui.wall:.1%} quiet",
+    ]
+    dropped = busy.tui.dropped_events + quiet.tui.dropped_events
+    if dropped:
+        lines.append(f"events the daemon dropped because the TUI fell behind: {dropped:,}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="each window (default 10)")
+    parser.add_argument(
+        "--rate", type=float, default=1000.0, help="DbgPrint lines a second (default 1000)"
+    )
+    parser.add_argument(
+        "--headless",
+        action="store_true",
+        help="run the TUI with Textual's run_test(): frames are composed but never written",
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--socket", help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
+    parser.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        asyncio.run(run_child(args))
+        return
+    quiet, busy = asyncio.run(run_bench(args.seconds, args.rate, args.headless))
+    if args.json:
+        figures: dict[str, Any] = {
+            "rate_asked": args.rate,
+            "headless": args.headless,
+            "printing": {"tui": _fields(busy.tui), "daemon_cpu": busy.daemon_cpu},
+            "quiet": {"tui": _fields(quiet.tui), "daemon_cpu": quiet.daemon_cpu},
+        }
+        print(json.dumps(figures, indent=2))
+    else:
+        print("\n".join(summary(quiet, busy, args.rate, args.headless)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""What every main screen can do to the target it shows: break in, continue, reboot, give a
+KDNET key, show how to watch from elsewhere. Both the dashboard (for the highlighted row) and
+the target view (for its target) are `CartScreen`s; the commands go to the daemon through the
+app's `DaemonConnection` and what happens next arrives as events.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from cartd.control.protocol import ControlError
+from cartd.tui.dialogs import ConfirmDialog, KeyDialog, TextDialog
+from cartd.tui.model import CartModel, Connection, Slot
+
+if TYPE_CHECKING:
+    from cartd.tui.app import CartdApp
+
+# Which target states each command makes sense in (the daemon checks again, and says why not).
+_BREAKABLE = frozenset({"running"})
+_CONTINUABLE = frozenset({"stopped", "bugchecked"})
+_REBOOTABLE = frozenset({"running", "stopped", "bugchecked"})
+
+
+class CartScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("b", "break_in", "Break"),
+        Binding("g", "go", "Go"),
+        Binding("r", "reboot", "Reboot"),
+        Binding("k", "key", "KDNET key"),
+        Binding("a", "attach_recipe", "Watch remotely", show=False),
+    ]
+
+    # Set by each screen's on_mount, once its widgets exist: only then can it be redrawn.
+    ready = False
+
+    @property
+    def cart(self) -> CartdApp:
+        return cast("CartdApp", self.app)
+
+    @property
+    def model(self) -> CartModel:
+        return self.cart.model
+
+    def selected_slot(self) -> Slot | None:
+        """The target (or link) the commands apply to."""
+        raise NotImplementedError
+
+    def refresh_from_model(self, now: float) -> None:
+        """Redraw from the model; the app calls this when it changed, and once a second."""
+        raise NotImplementedError
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Commands that do not fit the selected target stay in the footer, greyed out."""
+        if action not in ("break_in", "go", "reboot", "key"):
+            return True
+        slot = self.selected_slot()
+        if self.model.connection is not Connection.CONNECTED or slot is None:
+            return None
+        if action == "key":
+            return True if slot.link is not None and slot.link.kind == "kdnet" else None
+        target = slot.target
+        if target is None:
+            return None
+        allowed = {"break_in": _BREAKABLE, "go": _CONTINUABLE, "reboot": _REBOOTABLE}[action]
+        return True if target.state in allowed else None
+
+    # --- the commands -----------------------------------------------------------------------
+
+    def action_break_in(self) -> None:
+        target = self._target_id()
+        if target is not None:
+            self._command("break", target, f"break-in sent to {target}")
+
+    def action_go(self) -> None:
+        slot = self.selected_slot()
+        target = self._target_id()
+        if slot is None or slot.target is None or target is None:
+            return
+        if slot.target.state != "bugchecked":
+            self._command("continue", target, f"{target} told to continue")
+            return
+        question = (
+            f"{target} is held at its bugcheck. If it runs on, Windows writes its own dump "
+            "(if configured) and restarts, and the stopped state is gone for good.\n\n"
+            "Let it continue?"
+        )
+        self._confirmed(
+            ConfirmDialog("Continue a bugcheck?", question),
+            "continue",
+            target,
+            f"{target} told to continue",
+        )
+
+    def action_reboot(self) -> None:
+        target = self._target_id()
+        if target is None:
+            return
+        question = (
+            f"Restart {target} now? Whatever it is doing is lost. cartd keeps recording, and "
+            "the records so far stay on disk."
+        )
+        self._confirmed(
+            ConfirmDialog("Reboot the target?", question),
+            "reboot",
+            target,
+            f"{target} told to reboot",
+        )
+
+    def action_key(self) -> None:
+        slot = self.selected_slot()
+        if slot is None or slot.link is None or slot.link.port is None:
+            return
+        port = slot.link.port
+
+        async def send(key: str) -> str | None:
+            try:
+                await self.cart.connection.call("key", port=port, key=key)
+            except ControlError as error:
+                return error.message
+            return None
+
+        def stored(accepted: bool | None) -> None:
+            if accepted:
+                self.notify(f"key stored: cartd now answers the target on UDP port {port}")
+
+        self.app.push_screen(KeyDialog(port, send), stored)
+
+    def action_attach_recipe(self) -> None:
+        slot = self.selected_slot()
+        host = self.cart.hostname
+        lines = [
+            "Anyone with an SSH login on this cart sees this same screen:",
+            "",
+            f"    ssh -t {host} cartd tui",
+            "",
+            "Their keys act on the targets just as yours do. To let someone only watch, give",
+            "them the read-only commands instead:",
+            "",
+            f"    ssh {host} cartd events --follow" + (f" --target {slot.name}" if slot else ""),
+            f"    ssh {host} cartd status",
+            "",
+            f"Everything is also on disk under {self.model.state_dir or 'the state directory'}"
+            "/targets/.",
+        ]
+        self.app.push_screen(TextDialog("Watch from elsewhere", "\n".join(lines)))
+
+    def _target_id(self) -> str | None:
+        slot = self.selected_slot()
+        return slot.target.target if slot is not None and slot.target is not None else None
+
+    def _confirmed(self, dialog: ConfirmDialog, method: str, target: str, done: str) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._command(method, target, done)
+
+        self.app.push_screen(dialog, answered)
+
+    def _command(self, method: str, target: str, done: str) -> None:
+        """Send in the background: the screen stays live while the daemon answers."""
+
+        async def send() -> None:
+            try:
+                await self.cart.connection.call(method, target=target)
+            except ControlError as error:
+                self.notify(error.message, title=f"{method} refused", severity="error", timeout=8)
+            else:
+                self.notify(done)
+
+        self.run_worker(send(), group="commands")

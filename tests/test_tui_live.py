@@ -1,0 +1,187 @@
+"""The TUI against a real daemon and a simulated target on a real pty.
+
+The daemon runs in this event loop (`daemon_in_process`), the simulator serves a pty paced like
+a 115200 baud cable, and the TUI runs headless under Textual's Pilot at a fixed terminal size,
+driven with key presses only (no mouse), as over SSH.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon_harness import daemon_in_process, load_test_config, start_sim, write_config
+from textual.widgets import Input, TabbedContent
+from tui_support import screen_text, shown, until
+
+from cartd.sim.target import Scenario
+from cartd.tui.app import CartdApp
+from cartd.tui.bugcheck_panel import BugcheckPanel
+from cartd.tui.dashboard import DashboardScreen, SlotCard
+from cartd.tui.dialogs import ConfirmDialog, TextDialog
+from cartd.tui.line_view import LineView
+from cartd.tui.model import Connection
+from cartd.tui.target_screen import TargetScreen
+
+
+def _tui(socket: Path, *, target: str | None = None) -> CartdApp:
+    """The TUI, polling and retrying faster than on a cart so the tests are quick."""
+    return CartdApp(
+        socket, hostname="cart", target=target, status_interval=0.2, retry_delays=(0.1,)
+    )
+
+
+def _card_state(app: CartdApp) -> str:
+    """The state word on the first card, once the card is on screen."""
+    cards = [card for card in app.screen.query(SlotCard) if card.badge.is_mounted]
+    return shown(cards[0].badge).strip() if cards else ""
+
+
+async def test_the_dashboard_and_the_keys_drive_a_running_target(tmp_path: Path) -> None:
+    sim = start_sim(Scenario(print_interval=0.2, module_interval=None), seed=3)
+    target = "pts-" + sim.slave_path.rsplit("/", 1)[1]
+    config = load_test_config(write_config(tmp_path / "c.toml", ports=[sim.slave_path]), tmp_path)
+    try:
+        async with daemon_in_process(config) as daemon:
+            app = _tui(daemon.socket_path)
+            async with app.run_test(size=(80, 24)) as pilot:
+                # The engineer sees the target, by name, running, with its build.
+                await until(pilot, lambda: _card_state(app) == "running", "target running")
+                await until(pilot, lambda: "build 22621" in screen_text(pilot), "identity shown")
+                text = screen_text(pilot)
+                assert target in text
+                assert "build 22621 x64" in text
+                assert f"serial {sim.slave_path} at 115200 baud" in text
+
+                await pilot.press("b")
+                await until(
+                    pilot,
+                    lambda: _card_state(app) == "stopped",
+                    f"stopped after b {app.model.target(target)}",
+                )
+                await pilot.press("g")
+                await until(pilot, lambda: _card_state(app) == "running", "running after g")
+
+                # Reboot asks first; "n" leaves the target alone.
+                await pilot.press("r")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "confirm")
+                await pilot.press("n")
+                await until(pilot, lambda: isinstance(app.screen, DashboardScreen), "back")
+                assert app.model.target(target).state == "running"
+
+                # The console: search finds a printed line.
+                await pilot.press("enter")
+                await until(pilot, lambda: isinstance(app.screen, TargetScreen), "target view")
+                console = app.screen.query_one("#console-view", LineView)
+                lines = app.model.target(target).console.lines
+                await until(
+                    pilot,
+                    lambda: any("heartbeat 3," in line.text for line in lines),
+                    "heartbeat 3 in the console",
+                )
+                await pilot.press("slash")
+                search = app.screen.query_one("#search", Input)
+                assert search.display and search.has_focus
+                await pilot.press(*"heartbeat 2,", "enter")
+                assert console.search_text == "heartbeat 2,"
+                position = console.match_position()
+                assert position is not None and position[1] == 1
+                assert not console.follow, "a search stops follow mode"
+                status = shown(app.screen.query_one("#view-status"))
+                assert "match 1 of 1" in status
+                await pilot.press("f")
+                assert console.follow
+
+                # Break from the target view too, then the help screen lists the keys.
+                await pilot.press("b")
+                await until(
+                    pilot, lambda: app.model.target(target).state == "stopped", "break in view"
+                )
+                await pilot.press("question_mark")
+                await until(pilot, lambda: isinstance(app.screen, TextDialog), "help screen")
+                help_text = screen_text(pilot)
+                for words in ("Break", "Reboot", "KDNET key", "Search", "Older match"):
+                    assert words in help_text
+                await pilot.press("escape")
+                await until(pilot, lambda: isinstance(app.screen, TargetScreen), "help closed")
+                await pilot.press("g")
+                await until(pilot, lambda: app.model.target(target).state == "running", "go")
+    finally:
+        sim.close()
+
+
+async def test_a_scripted_bugcheck_appears_in_the_panel(tmp_path: Path) -> None:
+    parameters = (0x3, 0xFFFFA30F12345678, 0xFFFFF8057A2F3340, 0xFFFFA30F9ABCDEF0)
+    sim = start_sim(
+        Scenario(
+            print_interval=0.5,
+            module_interval=None,
+            bugcheck_after=1.5,
+            bugcheck_code=0x9F,
+            bugcheck_parameters=parameters,
+        ),
+        seed=5,
+    )
+    target = "pts-" + sim.slave_path.rsplit("/", 1)[1]
+    config = load_test_config(write_config(tmp_path / "c.toml", ports=[sim.slave_path]), tmp_path)
+    try:
+        async with daemon_in_process(config) as daemon:
+            app = _tui(daemon.socket_path, target=target)
+            async with app.run_test(size=(120, 40)) as pilot:
+                panel = app.screen.query_one(BugcheckPanel)
+                assert not panel.display, "no panel before a bugcheck"
+                await until(pilot, lambda: panel.display, "the bugcheck panel")
+                text = shown(panel)
+                assert "BUGCHECK 0x0000009f DRIVER_POWER_STATE_FAILURE" in text
+                assert "fffff8057a2f3340" in text
+                assert "Physical device object" in text, "parameter meanings are shown"
+                assert "BUGCHECKED" in shown(app.screen.query_one("#target-summary"))
+
+                # Continuing a bugcheck is confirmed first; Escape keeps the target held.
+                await pilot.press("g")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "confirm")
+                await pilot.press("escape")
+                await pilot.pause(0.3)
+                assert app.model.target(target).state == "bugchecked"
+
+                await pilot.press("2")
+                assert app.screen.query_one(TabbedContent).active == "timeline"
+                timeline = app.model.target(target).timeline.lines
+                assert any("BUGCHECK 0x0000009f" in line.text for line in timeline)
+    finally:
+        sim.close()
+
+
+async def test_no_daemon_then_a_daemon_then_a_restart(tmp_path: Path) -> None:
+    sim = start_sim(Scenario(print_interval=0.3, module_interval=None), seed=9)
+    config = load_test_config(write_config(tmp_path / "c.toml", ports=[sim.slave_path]), tmp_path)
+    app = _tui(config.control_socket_path())
+    problem = "#connection-problem"
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(
+                pilot, lambda: app.model.connection is Connection.NO_DAEMON, "no daemon shown"
+            )
+            await until(pilot, lambda: app.model.attempts >= 3, "it keeps trying")
+            await pilot.pause(0.2)
+            message = shown(app.screen.query_one(problem))
+            assert "no daemon listening on" in message and "cartd run" in message
+            assert "Trying again" in message
+
+            async with daemon_in_process(config):
+                await until(pilot, lambda: _card_state(app) == "running", "daemon picked up")
+                assert not app.screen.query_one(problem).display
+            # The daemon stopped: the TUI says it is reconnecting, and keeps what it showed.
+            await until(pilot, lambda: app.model.connection is Connection.LOST, "lost shown")
+            await pilot.pause(0.2)
+            assert "Reconnecting" in shown(app.screen.query_one(problem))
+            async with daemon_in_process(config):
+                await until(
+                    pilot,
+                    lambda: (
+                        app.model.connection is Connection.CONNECTED
+                        and _card_state(app) == "running"
+                    ),
+                    "reconnected after the restart",
+                )
+    finally:
+        sim.close()
