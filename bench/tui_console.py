@@ -31,13 +31,16 @@ import sys
 import tempfile
 import termios
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cartd.control.client import ControlClient
 from cartd.kd.target import KdTarget, PacketDelivered
 from cartd.links.streams import FdStream, LinkClosed, open_pty_pair
+
+if TYPE_CHECKING:
+    from cartd.tui.app import CartdApp
 
 LINE = b"cartd bench: a DbgPrint line of a typical length, number %08d\n"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -145,12 +148,12 @@ class Window:
         return self.lines / self.wall
 
 
-def received_lines(app: Any, target: str) -> int:
+def received_lines(app: CartdApp, target: str) -> int:
     console = app.model.target(target).console
-    return int(console.dropped + len(console.lines))
+    return console.dropped + len(console.lines)
 
 
-async def measure_app(app: Any, target: str, seconds: float, report: int) -> None:
+async def measure_app(app: CartdApp, target: str, seconds: float, report: int) -> None:
     """Wait until the TUI has the target, let it settle, then measure it for `seconds`."""
     from cartd.tui.model import Connection
 
@@ -171,14 +174,11 @@ async def measure_app(app: Any, target: str, seconds: float, report: int) -> Non
         lines=received_lines(app, target) - lines,
         dropped_events=app.model.dropped_events - dropped,
     )
-    os.write(report, json.dumps(_fields(window)).encode() + b"\n")
-
-
-def _fields(window: Window) -> dict[str, float]:
-    return {name: getattr(window, name) for name in Window.__slots__}
+    os.write(report, json.dumps(asdict(window)).encode() + b"\n")
 
 
 async def run_child(args: argparse.Namespace) -> None:
+    # Only the child imports Textual: the bench's own process stays small.
     from cartd.tui.app import CartdApp
 
     app = CartdApp(Path(args.socket), target=args.target)
@@ -202,11 +202,17 @@ async def run_child(args: argparse.Namespace) -> None:
 class Phase:
     tui: Window
     daemon_cpu: float  # seconds over the child's window
+    exit_status: int  # the child's, after its report: a TUI that fails on the way out
 
 
-def drain(fd: int) -> None:
-    with contextlib.suppress(BlockingIOError, OSError):
-        os.read(fd, 1 << 16)
+def drain(terminal: int) -> None:
+    """Read what the TUI drew and throw it away, as a terminal would show it."""
+    try:
+        os.read(terminal, 1 << 16)
+    except BlockingIOError:
+        pass
+    except OSError:  # EIO: the child has ended, and its side of the terminal with it
+        asyncio.get_running_loop().remove_reader(terminal)
 
 
 async def measure_tui(
@@ -218,10 +224,8 @@ async def measure_tui(
     transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_end, "rb", buffering=0)
     )
-    command = [
-        sys.executable, __file__, "--child", "--socket", str(socket), "--target", target,
-        "--seconds", str(seconds), "--report-fd", str(write_end),
-    ]  # fmt: skip
+    command = [sys.executable, __file__, "--child", "--socket", str(socket), "--target", target]
+    command += ["--seconds", str(seconds), "--report-fd", str(write_end)]
     terminal: int | None = None
     if headless:
         child = subprocess.Popen(
@@ -235,22 +239,23 @@ async def measure_tui(
         child = subprocess.Popen(
             command,
             pass_fds=(write_end,),
-            stdin=screen, stdout=screen, stderr=screen,
+            stdin=screen,
+            stdout=screen,
+            stderr=screen,
             env={**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor"},
-            start_new_session=True,
-        )  # fmt: skip
+        )
         os.close(screen)
     os.close(write_end)
     try:
         ready = await asyncio.wait_for(reader.readline(), CHILD_START_TIMEOUT)
         if ready != b"ready\n":
-            raise SystemExit(f"the TUI child ended before its window (exit {child.wait()})")
+            raise SystemExit(f"the TUI child ended before its window {_failed(child, headless)}")
         daemon_before = cpu_seconds(daemon_pid)
         report = await asyncio.wait_for(reader.readline(), seconds + CHILD_START_TIMEOUT)
         daemon_cpu = cpu_seconds(daemon_pid) - daemon_before
         if not report:
-            raise SystemExit(f"the TUI child ended without a report (exit {child.wait()})")
-        await loop.run_in_executor(None, child.wait, 30)
+            raise SystemExit(f"the TUI child ended without a report {_failed(child, headless)}")
+        exit_status = await loop.run_in_executor(None, child.wait, 30)
     finally:
         if child.poll() is None:
             child.kill()
@@ -259,7 +264,13 @@ async def measure_tui(
         if terminal is not None:
             loop.remove_reader(terminal)
             os.close(terminal)
-    return Phase(Window(**json.loads(report)), daemon_cpu)
+    return Phase(Window(**json.loads(report)), daemon_cpu, exit_status)
+
+
+def _failed(child: subprocess.Popen[bytes], headless: bool) -> str:
+    status = f"(exit status {child.wait()})"
+    # On a pseudo-terminal its traceback went to the screen the bench throws away.
+    return status if headless else f"{status}; run with --headless to see its traceback"
 
 
 async def target_id(socket: Path) -> str:
@@ -281,11 +292,11 @@ async def run_bench(seconds: float, rate: float, headless: bool) -> tuple[Phase,
     )
     records = state / "records"
     socket = records / "control.sock"  # Config.control_socket_path() with --state-dir
+    cartd = [sys.executable, "-m", "cartd"]
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "cartd", "run", "--config", str(config), "--state-dir",
-         str(records)],
+        [*cartd, "run", "--config", str(config), "--state-dir", str(records)],
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     target = PacedTarget(stream)
     target.start()
     try:
@@ -323,6 +334,12 @@ def summary(quiet: Phase, busy: Phase, rate: float, headless: bool) -> list[str]
     dropped = busy.tui.dropped_events + quiet.tui.dropped_events
     if dropped:
         lines.append(f"events the daemon dropped because the TUI fell behind: {dropped:,}")
+    for name, phase in (("quiet", quiet), ("printing", busy)):
+        if phase.exit_status:
+            lines.append(
+                f"the TUI child ({name}) exited with status {phase.exit_status} after its "
+                "window; its figures stand"
+            )
     return lines
 
 
@@ -351,8 +368,8 @@ def main() -> None:
         figures: dict[str, Any] = {
             "rate_asked": args.rate,
             "headless": args.headless,
-            "printing": {"tui": _fields(busy.tui), "daemon_cpu": busy.daemon_cpu},
-            "quiet": {"tui": _fields(quiet.tui), "daemon_cpu": quiet.daemon_cpu},
+            "printing": asdict(busy),
+            "quiet": asdict(quiet),
         }
         print(json.dumps(figures, indent=2))
     else:

@@ -102,6 +102,10 @@ async def test_key_needed_then_key_at_run_time_then_events(tmp_path: Path) -> No
                 "peer": f"{sim_address[0]}:{sim_address[1]}",
             }
             assert link["state"].startswith(f"connected to {sim_address[0]}:{sim_address[1]} ")
+            # The keyed listener took the port over from the keyless one at once (it waits for
+            # the old socket to close rather than failing on a port still in use).
+            history = (await client.call("history", count=200))["events"]
+            assert not [e for e in history if e["type"] == "link_probed" and e["result"] == "error"]
     finally:
         server.close()
         daemon.stopping.set()

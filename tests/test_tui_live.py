@@ -10,14 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon_harness import daemon_in_process, load_test_config, start_sim, write_config
+from test_daemon_kdnet import KEY, LOOPBACK, free_udp_port
 from textual.widgets import Input, TabbedContent
 from tui_support import screen_text, shown, until
 
-from cartd.sim.target import Scenario
+from cartd.config import CaptureConfig, Config, KdnetConfig, SerialConfig
+from cartd.kd.dialect import KDNET
+from cartd.kd.kdnet.keys import parse_key
+from cartd.sim.kdnet_serve import KdnetSimServer
+from cartd.sim.machine import MachineConfig, SimulatedMachine
+from cartd.sim.target import Scenario, SimulatedTarget
 from cartd.tui.app import CartdApp
 from cartd.tui.bugcheck_panel import BugcheckPanel
-from cartd.tui.dashboard import DashboardScreen, SlotCard
-from cartd.tui.dialogs import ConfirmDialog, TextDialog
+from cartd.tui.dashboard import SILENT_HINT, DashboardScreen, SlotCard
+from cartd.tui.dialogs import ConfirmDialog, KeyDialog, TextDialog
 from cartd.tui.line_view import LineView
 from cartd.tui.model import Connection
 from cartd.tui.target_screen import TargetScreen
@@ -99,7 +105,14 @@ async def test_the_dashboard_and_the_keys_drive_a_running_target(tmp_path: Path)
                 await pilot.press("question_mark")
                 await until(pilot, lambda: isinstance(app.screen, TextDialog), "help screen")
                 help_text = screen_text(pilot)
-                for words in ("Break", "Reboot", "KDNET key", "Search", "Older match"):
+                for words in (
+                    "Break",
+                    "Reboot",
+                    "KDNET key",
+                    "Search",
+                    "Older match",
+                    "Timestamps",
+                ):
                     assert words in help_text
                 await pilot.press("escape")
                 await until(pilot, lambda: isinstance(app.screen, TargetScreen), "help closed")
@@ -185,3 +198,50 @@ async def test_no_daemon_then_a_daemon_then_a_restart(tmp_path: Path) -> None:
                 )
     finally:
         sim.close()
+
+
+async def test_a_kdnet_key_typed_into_the_tui_connects_the_target(tmp_path: Path) -> None:
+    port = await free_udp_port()
+    config = Config(
+        state_dir=tmp_path,
+        state_dir_given=True,
+        serial=SerialConfig(ports=()),
+        kdnet=KdnetConfig(ports=(port,), interface=LOOPBACK),
+        capture=CaptureConfig(fsync_interval=0.2),
+    )
+    machine = SimulatedMachine(MachineConfig(seed=8, memory_size_bytes=1 << 30))
+    target = SimulatedTarget(machine, Scenario(module_interval=None), seed=8, dialect=KDNET)
+    server = KdnetSimServer(target, parse_key(KEY), host=(LOOPBACK, port), poke_interval=0.5)
+    try:
+        async with daemon_in_process(config) as daemon:
+            await server.start()
+            app = _tui(daemon.socket_path)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await until(pilot, lambda: _card_state(app) == "key needed", "key needed shown")
+                await pilot.press("k")
+                await until(pilot, lambda: isinstance(app.screen, KeyDialog), "the key dialog")
+                field = app.screen.query_one(Input)
+                assert field.password, "the key is typed masked"
+                # A typo is refused by the daemon, in the dialog, which stays open.
+                await pilot.press(*"1.2.3", "enter")
+                error = app.screen.query_one("#key-error")
+                await until(pilot, lambda: "not a KDNET key" in shown(error), "refusal shown")
+                assert isinstance(app.screen, KeyDialog)
+                field.value = ""
+                await pilot.press(*KEY, "enter")
+                await until(pilot, lambda: isinstance(app.screen, DashboardScreen), "accepted")
+                # The target booted long before it had a debugger: it stays silent until a
+                # break-in, and the card says so.
+                await until(
+                    pilot, lambda: SILENT_HINT in screen_text(pilot), "the silent target's hint"
+                )
+                await pilot.press("b")
+                await until(pilot, lambda: _card_state(app) == "stopped", "broken into")
+                await until(pilot, lambda: "build 22621" in screen_text(pilot), "identity")
+                await pilot.press("g")
+                await until(pilot, lambda: _card_state(app) == "running", "running again")
+                lines = app.model.target(f"kdnet-{port}").console.lines
+                await until(pilot, lambda: any("heartbeat" in x.text for x in lines), "prints")
+                assert KEY not in screen_text(pilot)
+    finally:
+        server.close()

@@ -47,6 +47,7 @@ class KdnetDriver(KdDriver, asyncio.DatagramProtocol):
         self._on_traffic = on_traffic
         self._local: PeerAddress = ("0.0.0.0", 0)
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_closed = asyncio.Event()
         self._sessions = 0
 
     async def open(self, bind: PeerAddress) -> None:
@@ -61,6 +62,15 @@ class KdnetDriver(KdDriver, asyncio.DatagramProtocol):
         if self._udp is not None:
             self._udp.close()
         self._shutdown()
+
+    async def wait_closed(self) -> None:
+        """Until the socket is really closed (close() only schedules it): a listener that
+        takes over the port needs it free."""
+        if self._udp is not None:
+            await self._udp_closed.wait()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._udp_closed.set()
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         now = self.now()

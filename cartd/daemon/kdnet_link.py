@@ -36,6 +36,13 @@ class _KeylessListener(asyncio.DatagramProtocol):
 
     def __init__(self, on_poke: Callable[[tuple[str, int]], None]) -> None:
         self._on_poke = on_poke
+        # Resolved once the socket is really closed: closing a transport only schedules it,
+        # and the keyed driver that follows needs the port free.
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         if peek_channel(data) is Channel.CONTROL:
@@ -101,7 +108,7 @@ class KdnetLink:
             key = self._key
             if key is None:
                 self.state = "waiting for a key"
-                transport, _ = await loop.create_datagram_endpoint(
+                transport, listener = await loop.create_datagram_endpoint(
                     lambda: _KeylessListener(self._key_needed),
                     local_addr=(self._interface, self.port),
                 )
@@ -109,6 +116,7 @@ class KdnetLink:
                     await self._key_changed.wait()
                 finally:
                     transport.close()
+                    await listener.closed
                 continue
             await self._serve(key)
 
@@ -130,6 +138,7 @@ class KdnetLink:
             driver.close()
             if self._serving is not None:
                 self._serving.cancel()
+            await driver.wait_closed()
 
     def _session(self, event: SessionStarted) -> None:
         peer = self.peer = f"{event.peer[0]}:{event.peer[1]}"

@@ -35,7 +35,7 @@ class CartdApp(App[None]):
     TITLE = "cartd"
     ENABLE_COMMAND_PALETTE = True
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("question_mark", "help", "Help"),
+        Binding("question_mark", "help", "Help", show=False),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+p", "command_palette", "Commands", show=False),
     ]

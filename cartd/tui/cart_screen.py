@@ -18,19 +18,30 @@ from cartd.tui.model import CartModel, Connection, Slot
 if TYPE_CHECKING:
     from cartd.tui.app import CartdApp
 
-# Which target states each command makes sense in (the daemon checks again, and says why not).
-_BREAKABLE = frozenset({"running"})
-_CONTINUABLE = frozenset({"stopped", "bugchecked"})
-_REBOOTABLE = frozenset({"running", "stopped", "bugchecked"})
+# The target states each command makes sense in (the daemon checks again, and says why not).
+_TARGET_COMMANDS = {
+    # A waiting target may be one that booted without a debugger: silent until broken into.
+    "break_in": frozenset({"running", "waiting", "rebooting"}),
+    "go": frozenset({"stopped", "bugchecked"}),
+    "reboot": frozenset({"running", "waiting", "rebooting", "stopped", "bugchecked"}),
+}
 
 
 class CartScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("b", "break_in", "Break"),
-        Binding("g", "go", "Go"),
-        Binding("r", "reboot", "Reboot"),
-        Binding("k", "key", "KDNET key"),
-        Binding("a", "attach_recipe", "Watch remotely", show=False),
+        # First, so the footer always has room for it, even at 80 columns.
+        Binding("question_mark", "app.help", "Help", tooltip="list every key"),
+        Binding("b", "break_in", "Break", tooltip="break into the running target and hold it"),
+        Binding("g", "go", "Go", tooltip="let a stopped target run (asks first at a bugcheck)"),
+        Binding("r", "reboot", "Reboot", tooltip="restart the target (asks first)"),
+        Binding("k", "key", "Key", tooltip="give the KDNET key of a target on the network"),
+        Binding(
+            "a",
+            "attach_recipe",
+            "Watch remotely",
+            show=False,
+            tooltip="how to see this from elsewhere, over SSH",
+        ),
     ]
 
     # Set by each screen's on_mount, once its widgets exist: only then can it be redrawn.
@@ -53,19 +64,18 @@ class CartScreen(Screen[None]):
         raise NotImplementedError
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Commands that do not fit the selected target stay in the footer, greyed out."""
-        if action not in ("break_in", "go", "reboot", "key"):
+        """Commands that do not fit the selected target stay in the footer, greyed out; the
+        KDNET key is offered only where there is a KDNET link."""
+        if action == "key":
+            slot = self.selected_slot()
+            return slot is not None and slot.link is not None and slot.link.kind == "kdnet"
+        states = _TARGET_COMMANDS.get(action)
+        if states is None:
             return True
         slot = self.selected_slot()
-        if self.model.connection is not Connection.CONNECTED or slot is None:
+        if self.model.connection is not Connection.CONNECTED or slot is None or not slot.target:
             return None
-        if action == "key":
-            return True if slot.link is not None and slot.link.kind == "kdnet" else None
-        target = slot.target
-        if target is None:
-            return None
-        allowed = {"break_in": _BREAKABLE, "go": _CONTINUABLE, "reboot": _REBOOTABLE}[action]
-        return True if target.state in allowed else None
+        return True if slot.target.state in states else None
 
     # --- the commands -----------------------------------------------------------------------
 

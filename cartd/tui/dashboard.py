@@ -49,6 +49,9 @@ class SlotCard(ListItem):
         self.body.update(card_text(slot, now))
 
 
+SILENT_HINT = "silent so far: a target that booted without a debugger says nothing until b"
+
+
 def card_text(slot: Slot, now: float) -> Text:
     text = Text(no_wrap=False)
     link, target = slot.link, slot.target
@@ -71,6 +74,8 @@ def card_text(slot: Slot, now: float) -> Text:
     text.append(f"\n{noise_summary(target.noise)} · records {size(target.records_bytes)}")
     if not target.recording:
         text.append(" · RECORDING PAUSED", "bold red")
+    if target.silent:
+        text.append(f"\n{SILENT_HINT}", "bold")
     if target.bugcheck is not None:
         bugcheck = target.bugcheck
         text.append(f"\nBUGCHECK {bugcheck.code:#010x} {bugcheck.name}", "bold")

@@ -61,7 +61,8 @@ def _bindings(bindings: list[BindingType], *, hidden: bool = False) -> list[tupl
         if not isinstance(binding, Binding) or (not binding.show and not hidden):
             continue
         keys = " / ".join(_key_name(key) for key in binding.key.split(","))
-        out.append((keys, binding.description or binding.action))
+        what = binding.description or binding.action
+        out.append((keys, f"{what}: {binding.tooltip}" if binding.tooltip else what))
     return out
 
 

@@ -137,6 +137,12 @@ class TargetInfo:
         return f"build {self.identity.get('build')} {self.identity.get('machine', '')}".strip()
 
     @property
+    def silent(self) -> bool:
+        """Its link is up but it has said nothing: a target that booted without a debugger
+        sends nothing until something breaks in (kd-serial-and-dumps.md, KdDebuggerNotPresent)."""
+        return self.state == "waiting" and self.last_traffic is None
+
+    @property
     def kernel_base(self) -> str:
         return str(self.identity.get("kernel_base", "")) if self.identity else ""
 

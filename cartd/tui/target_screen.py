@@ -24,14 +24,20 @@ from cartd.tui.top_bar import TopBar
 
 class TargetScreen(CartScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "back", "Back"),
-        Binding("slash", "search", "Search"),
+        Binding("escape", "back", "Back", tooltip="close the search, or back to the dashboard"),
+        Binding("slash", "search", "Search", tooltip="search (the newest match first)"),
         Binding("n", "next_match(True)", "Older match", show=False),
         Binding("N", "next_match(False)", "Newer match", show=False),
-        Binding("f", "follow", "Follow"),
-        Binding("t", "times", "Times"),
-        Binding("1", "show_tab('console')", "Console", show=False),
-        Binding("2", "show_tab('timeline')", "Timeline", show=False),
+        Binding("f", "follow", "Follow", tooltip="follow the newest line, or stop following"),
+        Binding("t", "times", "Timestamps", show=False, tooltip="timestamps on or off"),
+        Binding("1", "show_tab('console')", "Console", show=False, tooltip="the DbgPrint console"),
+        Binding(
+            "2",
+            "show_tab('timeline')",
+            "Timeline",
+            show=False,
+            tooltip="the events: stops, modules, reboots, owners",
+        ),
     ]
 
     def __init__(self, target_id: str) -> None:
