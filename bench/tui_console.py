@@ -33,14 +33,13 @@ import termios
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cartd.control.client import ControlClient
 from cartd.kd.target import KdTarget, PacketDelivered
 from cartd.links.streams import FdStream, LinkClosed, open_pty_pair
-
-if TYPE_CHECKING:
-    from cartd.tui.app import CartdApp
+from cartd.tui.app import CartdApp
+from cartd.tui.model import Connection
 
 LINE = b"cartd bench: a DbgPrint line of a typical length, number %08d\n"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -137,6 +136,7 @@ class Window:
     cpu: float  # seconds, user + system, every thread
     wall: float
     lines: int  # DbgPrint lines the TUI's console received
+    redraws: int  # times the app refreshed its screens from the model
     dropped_events: int  # events the daemon could not send the TUI in time
 
     @property
@@ -147,16 +147,28 @@ class Window:
     def line_rate(self) -> float:
         return self.lines / self.wall
 
+    @property
+    def redraw_rate(self) -> float:
+        return self.redraws / self.wall
+
+
+class CountingApp(CartdApp):
+    """The TUI as it is, counting its redraws: what its cost follows, more than the lines."""
+
+    redraws = 0
+
+    def redraw(self) -> None:
+        self.redraws += 1
+        super().redraw()
+
 
 def received_lines(app: CartdApp, target: str) -> int:
     console = app.model.target(target).console
     return console.dropped + len(console.lines)
 
 
-async def measure_app(app: CartdApp, target: str, seconds: float, report: int) -> None:
+async def measure_app(app: CountingApp, target: str, seconds: float, report: int) -> None:
     """Wait until the TUI has the target, let it settle, then measure it for `seconds`."""
-    from cartd.tui.model import Connection
-
     while app.model.connection is not Connection.CONNECTED or target not in app.model.targets:
         await asyncio.sleep(0.05)
     await asyncio.sleep(SETTLE_SECONDS)
@@ -165,6 +177,7 @@ async def measure_app(app: CartdApp, target: str, seconds: float, report: int) -
     cpu = usage.ru_utime + usage.ru_stime
     started = time.perf_counter()
     lines = received_lines(app, target)
+    redraws = app.redraws
     dropped = app.model.dropped_events
     await asyncio.sleep(seconds)
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -172,16 +185,14 @@ async def measure_app(app: CartdApp, target: str, seconds: float, report: int) -
         cpu=usage.ru_utime + usage.ru_stime - cpu,
         wall=time.perf_counter() - started,
         lines=received_lines(app, target) - lines,
+        redraws=app.redraws - redraws,
         dropped_events=app.model.dropped_events - dropped,
     )
     os.write(report, json.dumps(asdict(window)).encode() + b"\n")
 
 
 async def run_child(args: argparse.Namespace) -> None:
-    # Only the child imports Textual: the bench's own process stays small.
-    from cartd.tui.app import CartdApp
-
-    app = CartdApp(Path(args.socket), target=args.target)
+    app = CountingApp(Path(args.socket), target=args.target)
     if args.headless:
         async with app.run_test(size=(COLUMNS, ROWS)):
             await measure_app(app, args.target, args.seconds, args.report_fd)
@@ -326,8 +337,9 @@ def summary(quiet: Phase, busy: Phase, rate: float, headless: bool) -> list[str]
         f"TUI CPU: {busy.tui.core_share:.1%} of one core at {busy.tui.line_rate:,.0f} "
         f"DbgPrint lines/s (idle: {quiet.tui.core_share:.1%}; asked for {rate:,.0f}/s, "
         f"drawn on {where})",
-        f"TUI CPU per 1,000 lines beyond idle: "
-        f"{(busy.tui.core_share - quiet.tui.core_share) / busy.tui.line_rate * 1000:.3f} s",
+        f"TUI redraws: {busy.tui.redraw_rate:.1f} a second printing, "
+        f"{busy.tui.cpu / max(busy.tui.redraws, 1) * 1000:.0f} ms of CPU each, all work "
+        f"included ({quiet.tui.redraw_rate:.1f} a second idle)",
         f"daemon CPU over the same windows: {busy.daemon_cpu / busy.tui.wall:.1%} printing, "
         f"{quiet.daemon_cpu / quiet.tui.wall:.1%} quiet",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,52 @@ def test_protocol_core_imports_no_io() -> None:
     result = run(sys.executable, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def _imported_by(package: str) -> set[str]:
+    """Every module importing `package` (and all its modules) pulls in, in a fresh Python."""
+    code = (
+        "import sys, pkgutil, importlib\n"
+        f"import {package}\n"
+        f"for m in pkgutil.walk_packages(getattr({package}, '__path__', []), '{package}.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    result = run(sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def test_the_tui_talks_to_the_control_socket_only() -> None:
+    """Architecture: what cartd/tui knows of the daemon comes through cartd.control (and the
+    events and config it shares); it imports neither the daemon, the links, the KD core, the
+    session policy nor the simulator."""
+    allowed = (
+        "cartd.tui",
+        "cartd.control",
+        "cartd.events",
+        "cartd.config",
+        "cartd.client_commands",
+    )
+    wrong = []
+    for path in sorted((ROOT / "cartd" / "tui").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+                names = names[:1] if node.module != "cartd" else names[1:]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            wrong += [
+                f"{path.name}: {name}"
+                for name in names
+                if name.startswith("cartd") and not name.startswith(allowed)
+            ]
+    assert not wrong
+
+
+def test_headless_code_never_imports_textual() -> None:
+    """The daemon, the simulator and the command line start without the TUI's toolkit."""
+    for package in ("cartd.daemon", "cartd.sim", "cartd.control", "cartd.capture"):
+        assert not [m for m in _imported_by(package) if m.startswith("textual")], package
+    assert not [m for m in _imported_by("cartd.cli") if m.startswith("textual")]

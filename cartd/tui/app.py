@@ -34,11 +34,8 @@ class CartdApp(App[None]):
     CSS_PATH = "cartd.tcss"
     TITLE = "cartd"
     ENABLE_COMMAND_PALETTE = True
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("question_mark", "help", "Help", show=False),
-        Binding("q", "quit", "Quit"),
-        Binding("ctrl+p", "command_palette", "Commands", show=False),
-    ]
+    # Help (?) is on every main screen; Ctrl+P (the command palette) is Textual's own.
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("q", "quit", "Quit")]
 
     def __init__(
         self,

@@ -36,7 +36,7 @@ def help_text(app: CartdApp, current: CartScreen | None) -> str:
             "Dashboard",
             [("Up / Down", "choose a target"), *_bindings(SlotList.BINDINGS)],
         ),
-        ("Target view", _bindings(TargetScreen.BINDINGS, hidden=True)),
+        ("Target view", _bindings(TargetScreen.BINDINGS)),
         ("Console and timeline", _scroll_keys()),
         ("Questions", _bindings(ConfirmDialog.BINDINGS) + _bindings(KeyDialog.BINDINGS)),
     ]
@@ -54,11 +54,11 @@ def help_text(app: CartdApp, current: CartScreen | None) -> str:
     return "\n".join(lines)
 
 
-def _bindings(bindings: list[BindingType], *, hidden: bool = False) -> list[tuple[str, str]]:
-    """(keys, what they do) for every Binding; `hidden` includes those the footer leaves out."""
+def _bindings(bindings: list[BindingType]) -> list[tuple[str, str]]:
+    """(keys, what they do) for every Binding, those the footer leaves out included."""
     out = []
     for binding in bindings:
-        if not isinstance(binding, Binding) or (not binding.show and not hidden):
+        if not isinstance(binding, Binding):
             continue
         keys = " / ".join(_key_name(key) for key in binding.key.split(","))
         what = binding.description or binding.action

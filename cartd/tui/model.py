@@ -71,16 +71,18 @@ class LineLog:
     def add_text(self, time: str, text: str, kind: str) -> None:
         """Add DbgPrint text: a print may hold several lines, or end mid-line and be continued
         by the next print."""
-        parts = text.replace("\r\n", "\n").split("\n")
-        if self.open_line and self.lines:
+        if not text:
+            return
+        text = text.replace("\r\n", "\n")
+        parts = text.split("\n")
+        ends_line = text.endswith("\n")
+        if ends_line:
+            parts.pop()  # the nothing after the last newline
+        if self.open_line and self.lines and parts:
             self.lines[-1].text += parts.pop(0)
         for part in parts:
             self.append(Line(time, part, kind))
-        # A print that ends with a newline leaves an empty last part: drop it, and the next
-        # print starts a line of its own.
-        self.open_line = not text.endswith("\n")
-        if not self.open_line and self.lines and self.lines[-1].text == "":
-            self.lines.pop()
+        self.open_line = not ends_line
 
 
 @dataclass(slots=True)
