@@ -9,6 +9,7 @@ match on screen.
 
 from __future__ import annotations
 
+import itertools
 from typing import ClassVar
 
 from rich.style import Style
@@ -88,7 +89,7 @@ class LineView(ScrollView, can_focus=True):
         self._seen_dropped = log.dropped
         if fell_off and self._match is not None:
             self._match = self._match - fell_off if self._match >= fell_off else None
-        for line in list(log.lines)[-64:]:
+        for line in itertools.islice(reversed(log.lines), 64):
             # The newest lines set the width; measuring all 20,000 each time would cost more
             # than drawing them.
             self._widest = max(self._widest, len(line.text))
