@@ -148,6 +148,12 @@ async def test_a_scripted_bugcheck_appears_in_the_panel(tmp_path: Path) -> None:
                 assert "fffff8057a2f3340" in text
                 assert "Physical device object" in text, "parameter meanings are shown"
                 assert "BUGCHECKED" in shown(app.screen.query_one("#target-summary"))
+                # It happened while the TUI was open: announced, whatever screen is showing.
+                await until(
+                    pilot,
+                    lambda: any(n.title == "BUGCHECK" for n in app._notifications),
+                    "the bugcheck announced",
+                )
 
                 # Continuing a bugcheck is confirmed first; Escape keeps the target held.
                 await pilot.press("g")

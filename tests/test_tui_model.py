@@ -153,3 +153,14 @@ def test_a_status_of_any_shape_never_breaks_the_model(
     model.apply_status({**status, "targets": targets})
     for slot in model.slots():
         assert slot.state.word
+
+
+def test_only_bugchecks_since_the_tui_started_are_announced() -> None:
+    model = CartModel(socket="s", live_since=T.format(5))
+    for second in (3, 7):
+        model.apply_event(
+            ev.Bugcheck(
+                time=T.format(second), target="t", code=0x9F, name="X", parameters=(0, 0, 0, 0)
+            )
+        )
+    assert [alert.time for alert in model.alerts] == [T.format(7)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
+from cartd.events import format_time
 from cartd.tui.cart_screen import CartScreen
 from cartd.tui.connection import RETRY_DELAYS, STATUS_INTERVAL, DaemonConnection
 from cartd.tui.dashboard import DashboardScreen
@@ -50,7 +52,8 @@ class CartdApp(App[None]):
         super().__init__()
         self.clock = clock
         self.hostname = hostname or socket.gethostname()
-        self.model = CartModel(socket=str(socket_path))
+        started = datetime.fromtimestamp(clock(), UTC)
+        self.model = CartModel(socket=str(socket_path), live_since=format_time(started))
         self.connection = DaemonConnection(
             socket_path, self.model, status_interval=status_interval, retry_delays=retry_delays
         )
@@ -77,9 +80,23 @@ class CartdApp(App[None]):
         self._drawn_at = now
 
     def redraw(self) -> None:
+        self._announce_bugchecks()
         for screen in self.screen_stack:
             if isinstance(screen, CartScreen) and screen.ready:
                 screen.refresh_from_model(self.clock())
+
+    def _announce_bugchecks(self) -> None:
+        """A bugcheck that happens while someone watches rings the bell and says so, whatever
+        screen is open (the dashboard card and the target's panel show it too)."""
+        while self.model.alerts:
+            bugcheck = self.model.alerts.pop(0)
+            self.bell()
+            self.notify(
+                f"{bugcheck.target}: {bugcheck.code:#010x} {bugcheck.name}",
+                title="BUGCHECK",
+                severity="error",
+                timeout=30,
+            )
 
     def open_target(self, target_id: str) -> None:
         self.push_screen(TargetScreen(target_id))

@@ -73,14 +73,9 @@ class LineView(ScrollView, can_focus=True):
         self._query = ""
         self._match: int | None = None  # index into the log's current lines
         self._moving = False  # our own scrolling, not the engineer's
+        self._total_when_paused = 0
 
     # --- keeping up with the log ------------------------------------------------------------
-
-    def show_log(self, log: LineLog) -> None:
-        self._log = log
-        self._seen_dropped = log.dropped
-        self._match = None
-        self.sync()
 
     def sync(self) -> None:
         """New lines arrived (or old ones fell off): resize, and keep the engineer's place."""
@@ -111,7 +106,13 @@ class LineView(ScrollView, can_focus=True):
             if at_end != self.follow:
                 self.follow = at_end
 
+    @property
+    def unseen(self) -> int:
+        """Lines that arrived since follow mode was left."""
+        return self._log.dropped + len(self._log.lines) - self._total_when_paused
+
     def watch_follow(self, follow: bool) -> None:
+        self._total_when_paused = self._log.dropped + len(self._log.lines)
         if follow:
             self._moving = True
             try:

@@ -177,6 +177,10 @@ class CartModel:
     disk_free_bytes: int | None = None
     dropped_events: int = 0
     changes: int = 0
+    # Bugchecks that happened while the TUI was open (not ones replayed from before it started),
+    # for the app to announce; `live_since` is when it started, as an event time.
+    live_since: str = ""
+    alerts: list[ev.Bugcheck] = field(default_factory=list)
     # Events up to this time were applied; a replay after a reconnect repeats some of them.
     _last_time: str = ""
     _at_last_time: list[ev.Event] = field(default_factory=list)
@@ -273,6 +277,8 @@ class CartModel:
             case ev.Bugcheck():
                 target.state = "bugchecked"
                 target.bugcheck = event
+                if event.time >= self.live_since:
+                    self.alerts.append(event)
             case ev.OwnerChanged():
                 target.owner = event.owner or OWNER_DAEMON
             case ev.TargetConnected():

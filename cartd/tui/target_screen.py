@@ -104,7 +104,10 @@ class TargetScreen(CartScreen):
 
     def _show_view_status(self) -> None:
         view = self.active_view()
-        parts = ["FOLLOW" if view.follow else "PAUSED (f or End: follow)"]
+        if view.follow:
+            parts = ["FOLLOW"]
+        else:
+            parts = [f"PAUSED, {view.unseen} new lines (f or End: follow)"]
         parts.append("times on" if view.show_times else "times off")
         position = view.match_position()
         if view.search_text:
