@@ -147,7 +147,7 @@ async def test_a_scripted_bugcheck_appears_in_the_panel(tmp_path: Path) -> None:
                 assert "BUGCHECK 0x0000009f DRIVER_POWER_STATE_FAILURE" in text
                 assert "fffff8057a2f3340" in text
                 assert "Physical device object" in text, "parameter meanings are shown"
-                assert "BUGCHECKED" in shown(app.screen.query_one("#target-summary"))
+                assert "BUGCHECKED" in shown(app.screen.query_one("#target-state"))
                 # It happened while the TUI was open: announced, whatever screen is showing.
                 await until(
                     pilot,

@@ -20,10 +20,8 @@ from cartd.tui.model import (
     CartModel,
     Connection,
     Slot,
-    noise_summary,
-    since,
-    size,
 )
+from cartd.tui.target_text import append_health
 from cartd.tui.top_bar import TopBar
 
 
@@ -66,14 +64,8 @@ def card_text(slot: Slot, now: float) -> Text:
     parts = [where, target.build]
     if target.processors:
         parts.append(f"{target.processors} CPUs")
-    text.append(" · ".join(parts))
-    text.append("\n")
-    if target.kernel_base:
-        text.append(f"kernel {target.kernel_base} · ")
-    text.append(f"last traffic {since(target.last_traffic, now)}")
-    text.append(f"\n{noise_summary(target.noise)} · records {size(target.records_bytes)}")
-    if not target.recording:
-        text.append(" · RECORDING PAUSED", "bold red")
+    text.append(" · ".join(parts) + "\n")
+    append_health(text, target, now)
     if target.silent:
         text.append(f"\n{SILENT_HINT}", "bold")
     if target.bugcheck is not None:

@@ -13,12 +13,14 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from cartd.tui.bugcheck_panel import BugcheckPanel
 from cartd.tui.cart_screen import CartScreen
 from cartd.tui.line_view import LineView
-from cartd.tui.model import Slot, TargetInfo, display_state, noise_summary, since, size
+from cartd.tui.model import Slot, TargetInfo, display_state
+from cartd.tui.target_text import append_health
 from cartd.tui.top_bar import TopBar
 
 
@@ -50,7 +52,9 @@ class TargetScreen(CartScreen):
 
     def compose(self) -> ComposeResult:
         yield TopBar()
-        yield Static("", id="target-summary")
+        with Horizontal(id="target-head"):
+            yield Static("", id="target-state")
+            yield Static("", id="target-summary")
         yield BugcheckPanel(id="bugcheck")
         with TabbedContent(initial="console"):
             with TabPane("1 Console", id="console"):
@@ -80,27 +84,23 @@ class TargetScreen(CartScreen):
     def refresh_from_model(self, now: float) -> None:
         target = self.target
         self.query_one(TopBar).show(self.model, self.cart.hostname, target.target)
-        self.query_one("#target-summary", Static).update(self._summary(target, now))
+        self._show_summary(target, now)
         self.query_one(BugcheckPanel).show(target.bugcheck)
         for view in self.query(LineView):
             view.sync()
         self._show_view_status()
         self.refresh_bindings()
 
-    def _summary(self, target: TargetInfo, now: float) -> Text:
+    def _show_summary(self, target: TargetInfo, now: float) -> None:
         slot = self.selected_slot()
         state = display_state(target, slot.link)
-        text = Text(no_wrap=False)
-        text.append(f" {state.word} ", f"bold {_TONE_STYLES[state.tone.value]}")
+        badge = self.query_one("#target-state", Static)
+        badge.update(f" {state.word} ")
+        badge.set_classes(f"tone-{state.tone.value}")
         where = slot.link.describe() if slot.link is not None else target.link
-        text.append(f" {where}\n{target.build}")
-        if target.kernel_base:
-            text.append(f" · kernel {target.kernel_base}")
-        text.append(f" · last traffic {since(target.last_traffic, now)}")
-        text.append(f"\n{noise_summary(target.noise)} · records {size(target.records_bytes)}")
-        if not target.recording:
-            text.append(" · RECORDING PAUSED", "bold red")
-        return text
+        text = Text(f"{where} · {target.build}\n")
+        append_health(text, target, now)
+        self.query_one("#target-summary", Static).update(text)
 
     def _show_view_status(self) -> None:
         view = self.active_view()
@@ -170,12 +170,3 @@ class TargetScreen(CartScreen):
         self.query_one(TabbedContent).active = tab
         self.active_view().focus()
         self._show_view_status()
-
-
-_TONE_STYLES = {
-    "good": "black on green",
-    "busy": "black on cyan",
-    "warn": "black on yellow",
-    "bad": "white on red",
-    "idle": "black on grey70",
-}
