@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from cartd.events import format_time
@@ -83,7 +84,11 @@ class CartdApp(App[None]):
         self._announce_bugchecks()
         for screen in self.screen_stack:
             if isinstance(screen, CartScreen) and screen.ready:
-                screen.refresh_from_model(self.clock())
+                try:
+                    screen.refresh_from_model(self.clock())
+                except NoMatches:
+                    # The app is closing and has taken the screen's widgets down already.
+                    return
 
     def _announce_bugchecks(self) -> None:
         """A bugcheck that happens while someone watches rings the bell and says so, whatever
