@@ -80,8 +80,16 @@ async def measure_daemon(lines: int) -> None:
         "[capture]\nquota_mb = 100000\n"
     )
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "cartd", "run", "--config", str(config), "--state-dir",
-         str(state / "records")],
+        [
+            sys.executable,
+            "-m",
+            "cartd",
+            "run",
+            "--config",
+            str(config),
+            "--state-dir",
+            str(state / "records"),
+        ],
         stderr=subprocess.DEVNULL,
     )
     target = KdTarget(ack_timeout=2.0)
@@ -104,20 +112,27 @@ async def measure_daemon(lines: int) -> None:
     # What 115200 baud carries of these lines: the line, the KD framing and the host's ACK.
     wire_bytes = len(LINE % 0) + 16 + 16 + 1 + 16
     lines_per_second_at_115200 = 11520 / wire_bytes
-    print(f"daemon CPU per 1,000 DbgPrint lines: {per_thousand:.3f} s "
-          f"({lines / elapsed:,.0f} lines/s sustained unpaced)")
-    print(f"share of one core to keep up with a full 115200 baud line "
-          f"({lines_per_second_at_115200:.0f} lines/s): "
-          f"{per_thousand * lines_per_second_at_115200 / 1000:.1%}")
-    print(f"daemon resident memory: {before_rss:.1f} MiB before, {after_rss:.1f} MiB after "
-          f"{lines:,} lines (ratio {after_rss / before_rss:.2f})")
+    print(
+        f"daemon CPU per 1,000 DbgPrint lines: {per_thousand:.3f} s "
+        f"({lines / elapsed:,.0f} lines/s sustained unpaced)"
+    )
+    print(
+        f"share of one core to keep up with a full 115200 baud line "
+        f"({lines_per_second_at_115200:.0f} lines/s): "
+        f"{per_thousand * lines_per_second_at_115200 / 1000:.1%}"
+    )
+    print(
+        f"daemon resident memory: {before_rss:.1f} MiB before, {after_rss:.1f} MiB after "
+        f"{lines:,} lines (ratio {after_rss / before_rss:.2f})"
+    )
 
 
 def demo_first_event() -> float:
     started = time.perf_counter()
     demo = subprocess.Popen(
         [sys.executable, "-m", "cartd", "demo", "--json", "--seconds", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     assert demo.stdout is not None
     demo.stdout.readline()
@@ -131,8 +146,9 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=100_000)
     args = parser.parse_args()
     asyncio.run(measure_daemon(args.lines))
-    print(f"cartd demo, start to first event: {demo_first_event():.2f} s "
-          "(includes starting Python)")
+    print(
+        f"cartd demo, start to first event: {demo_first_event():.2f} s (includes starting Python)"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ encodes or writes it). The figures, all measured in this one run:
    to the same TUI connected to the same target while it prints nothing;
 2. the DbgPrint lines per second the TUI actually received, and any events the daemon had to
    drop because the TUI fell behind;
-3. the daemon's CPU over the same windows, for scale.
+3. how often the TUI redrew and the CPU per redraw: the app redraws at most five times a second
+   whatever the line rate, so this, more than the lines, is what its cost follows;
+4. the daemon's CPU over the same windows, for scale.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import inspect
 import json
 import os
 import resource
+import shutil
 import struct
 import subprocess
 import sys
@@ -155,11 +159,20 @@ class Window:
 class CountingApp(CartdApp):
     """The TUI as it is, counting its redraws: what its cost follows, more than the lines."""
 
+    # Textual reads a relative CSS_PATH next to the file of the class: cartd's, not this one.
+    CSS_PATH = str(Path(inspect.getfile(CartdApp)).parent / CartdApp.CSS_PATH)
     redraws = 0
 
     def redraw(self) -> None:
         self.redraws += 1
         super().redraw()
+
+
+def knows_target(app: CartdApp, target: str) -> bool:
+    """Connected, and the daemon's status has named the target (the view's own lookup makes an
+    empty entry for it before that)."""
+    info = app.model.targets.get(target)
+    return app.model.connection is Connection.CONNECTED and info is not None and bool(info.link)
 
 
 def received_lines(app: CartdApp, target: str) -> int:
@@ -168,8 +181,13 @@ def received_lines(app: CartdApp, target: str) -> int:
 
 
 async def measure_app(app: CountingApp, target: str, seconds: float, report: int) -> None:
-    """Wait until the TUI has the target, let it settle, then measure it for `seconds`."""
-    while app.model.connection is not Connection.CONNECTED or target not in app.model.targets:
+    """Wait until the TUI has the target, let it settle, then measure it for `seconds`.
+
+    Nothing is reported if the app ends first: it failed, and leaving the Textual context
+    raises why."""
+    while not knows_target(app, target):
+        if app.return_code is not None:
+            return
         await asyncio.sleep(0.05)
     await asyncio.sleep(SETTLE_SECONDS)
     os.write(report, b"ready\n")
@@ -180,6 +198,8 @@ async def measure_app(app: CountingApp, target: str, seconds: float, report: int
     redraws = app.redraws
     dropped = app.model.dropped_events
     await asyncio.sleep(seconds)
+    if app.return_code is not None:
+        return
     usage = resource.getrusage(resource.RUSAGE_SELF)
     window = Window(
         cpu=usage.ru_utime + usage.ru_stime - cpu,
@@ -191,19 +211,21 @@ async def measure_app(app: CountingApp, target: str, seconds: float, report: int
     os.write(report, json.dumps(asdict(window)).encode() + b"\n")
 
 
-async def run_child(args: argparse.Namespace) -> None:
+async def run_child(args: argparse.Namespace) -> int:
     app = CountingApp(Path(args.socket), target=args.target)
     if args.headless:
         async with app.run_test(size=(COLUMNS, ROWS)):
             await measure_app(app, args.target, args.seconds, args.report_fd)
-        return
+        return 0
     # On the pseudo-terminal the bench gave it, as `cartd tui` runs on the cart's screen.
     running = asyncio.create_task(app.run_async())
     try:
         await measure_app(app, args.target, args.seconds, args.report_fd)
     finally:
-        app.exit()
+        if app.return_code is None:  # exit() would overwrite a failed app's status
+            app.exit()
         await running
+    return app.return_code or 0
 
 
 # --- the bench ----------------------------------------------------------------------------------
@@ -258,7 +280,12 @@ async def measure_tui(
         os.close(screen)
     os.close(write_end)
     try:
-        ready = await asyncio.wait_for(reader.readline(), CHILD_START_TIMEOUT)
+        try:
+            ready = await asyncio.wait_for(reader.readline(), CHILD_START_TIMEOUT)
+        except TimeoutError:
+            raise SystemExit(
+                f"the TUI child did not see target {target} within {CHILD_START_TIMEOUT:.0f} s"
+            ) from None
         if ready != b"ready\n":
             raise SystemExit(f"the TUI child ended before its window {_failed(child, headless)}")
         daemon_before = cpu_seconds(daemon_pid)
@@ -328,18 +355,20 @@ async def run_bench(seconds: float, rate: float, headless: bool) -> tuple[Phase,
         target.close()
         daemon.terminate()
         daemon.wait(30)
+        # Tens of megabytes of journal and capture a run: nothing to keep.
+        shutil.rmtree(state, ignore_errors=True)
     return quiet, busy
 
 
 def summary(quiet: Phase, busy: Phase, rate: float, headless: bool) -> list[str]:
-    where = "headless (run_test)" if headless else f"a {COLUMNS}x{ROWS} pseudo-terminal"
+    where = "headless by run_test()" if headless else f"on a {COLUMNS}x{ROWS} pseudo-terminal"
     lines = [
         f"TUI CPU: {busy.tui.core_share:.1%} of one core at {busy.tui.line_rate:,.0f} "
         f"DbgPrint lines/s (idle: {quiet.tui.core_share:.1%}; asked for {rate:,.0f}/s, "
-        f"drawn on {where})",
-        f"TUI redraws: {busy.tui.redraw_rate:.1f} a second printing, "
-        f"{busy.tui.cpu / max(busy.tui.redraws, 1) * 1000:.0f} ms of CPU each, all work "
-        f"included ({quiet.tui.redraw_rate:.1f} a second idle)",
+        f"drawn {where})",
+        f"TUI redraws: {busy.tui.redraw_rate:.1f} a second printing "
+        f"({quiet.tui.redraw_rate:.1f} idle); its CPU per redraw while printing: "
+        f"{busy.tui.cpu / max(busy.tui.redraws, 1) * 1000:.0f} ms",
         f"daemon CPU over the same windows: {busy.daemon_cpu / busy.tui.wall:.1%} printing, "
         f"{quiet.daemon_cpu / quiet.tui.wall:.1%} quiet",
     ]
@@ -373,8 +402,7 @@ def main() -> None:
     parser.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        asyncio.run(run_child(args))
-        return
+        raise SystemExit(asyncio.run(run_child(args)))
     quiet, busy = asyncio.run(run_bench(args.seconds, args.rate, args.headless))
     if args.json:
         figures: dict[str, Any] = {

@@ -1,12 +1,13 @@
 """`cartd tui`: the Textual app on the cart's screen and over SSH.
 
 It is a client of the control socket only: a `DaemonConnection` worker keeps the `CartModel`
-current, and a timer redraws the screen on top (ten times a second at most, so a target
-printing a thousand lines a second costs ten redraws, not a thousand).
+current, and a timer redraws the screen on top (five times a second at most, so a target
+printing a thousand lines a second costs five redraws, not a thousand).
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -28,7 +29,7 @@ from cartd.tui.help import help_text
 from cartd.tui.model import CartModel
 from cartd.tui.target_screen import TargetScreen
 
-REDRAW_INTERVAL = 0.1
+REDRAW_INTERVAL = 0.2
 # "last traffic 3 s ago" must tick even when nothing happens.
 IDLE_REDRAW_INTERVAL = 1.0
 
@@ -82,13 +83,13 @@ class CartdApp(App[None]):
 
     def redraw(self) -> None:
         self._announce_bugchecks()
-        for screen in self.screen_stack:
-            if isinstance(screen, CartScreen) and screen.ready:
-                try:
-                    screen.refresh_from_model(self.clock())
-                except NoMatches:
-                    # The app is closing and has taken the screen's widgets down already.
-                    return
+        # Only the main screen in view (a dialog may cover part of it); the others catch up
+        # when they are shown again (CartScreen.on_screen_resume).
+        screens = [screen for screen in self.screen_stack if isinstance(screen, CartScreen)]
+        if screens and screens[-1].ready:
+            # NoMatches: the app is closing and has taken the screen's widgets down already.
+            with contextlib.suppress(NoMatches):
+                screens[-1].refresh_from_model(self.clock())
 
     def _announce_bugchecks(self) -> None:
         """A bugcheck that happens while someone watches rings the bell and says so, whatever

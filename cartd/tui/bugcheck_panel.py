@@ -12,7 +12,15 @@ from cartd import events as ev
 
 
 class BugcheckPanel(Static):
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.display = False
+        self._shown: ev.Bugcheck | None = None
+
     def show(self, bugcheck: ev.Bugcheck | None) -> None:
+        if bugcheck == self._shown:
+            return  # the same bugcheck: nothing to lay out again
+        self._shown = bugcheck
         self.display = bugcheck is not None
         if bugcheck is not None:
             self.update(bugcheck_table(bugcheck))

@@ -46,6 +46,7 @@ class CartScreen(Screen[None]):
 
     # Set by each screen's on_mount, once its widgets exist: only then can it be redrawn.
     ready = False
+    _bindings_key: tuple[object, ...] | None = None
 
     @property
     def cart(self) -> CartdApp:
@@ -62,6 +63,25 @@ class CartScreen(Screen[None]):
     def refresh_from_model(self, now: float) -> None:
         """Redraw from the model; the app calls this when it changed, and once a second."""
         raise NotImplementedError
+
+    def refresh_bindings_if_changed(self) -> None:
+        """The footer rebuilds all its keys on refresh_bindings(): do it only when what
+        check_action() decides on has changed, not at every redraw."""
+        slot = self.selected_slot()
+        key = (
+            self.model.connection,
+            slot.name if slot else None,
+            slot.target.state if slot and slot.target else None,
+            slot.link.kind if slot and slot.link else None,
+        )
+        if key != self._bindings_key:
+            self._bindings_key = key
+            self.refresh_bindings()
+
+    def on_screen_resume(self) -> None:
+        """Only the screen on top is redrawn while others are covered: catch up."""
+        if self.ready:
+            self.refresh_from_model(self.cart.clock())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Commands that do not fit the selected target stay in the footer, greyed out; the

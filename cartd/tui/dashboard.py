@@ -21,6 +21,7 @@ from cartd.tui.model import (
     Connection,
     Slot,
 )
+from cartd.tui.redraw import show_state, update_static
 from cartd.tui.target_text import append_health
 from cartd.tui.top_bar import TopBar
 
@@ -41,10 +42,8 @@ class SlotCard(ListItem):
 
     def show(self, slot: Slot, now: float) -> None:
         self.slot = slot
-        state = slot.state
-        self.badge.update(f" {state.word} ")
-        self.badge.set_classes(f"card-state tone-{state.tone.value}")
-        self.body.update(card_text(slot, now))
+        show_state(self.badge, slot.state)
+        update_static(self.body, card_text(slot, now))
 
 
 SILENT_HINT = "silent so far: a target that booted without a debugger says nothing until b"
@@ -102,17 +101,18 @@ class DashboardScreen(CartScreen):
         self.query_one(TopBar).show(model, self.cart.hostname)
         problem = self.query_one("#connection-problem", Static)
         problem.display = model.connection is not Connection.CONNECTED
-        problem.update(connection_text(model))
+        update_static(problem, connection_text(model))
         slots = model.slots() if model.connection is Connection.CONNECTED else []
         empty = self.query_one("#no-links", Static)
         empty.display = model.connection is Connection.CONNECTED and not slots
-        empty.update(
+        update_static(
+            empty,
             "No debug link yet. Plug a null-modem cable into a serial port of the cart, or a "
             "network cable for KDNET ([kdnet] ports in the config), and cartd finds the target "
-            "by itself."
+            "by itself.",
         )
         self._show_slots(slots, now)
-        self.refresh_bindings()
+        self.refresh_bindings_if_changed()
 
     def _show_slots(self, slots: list[Slot], now: float) -> None:
         view = self.query_one("#slots", ListView)
@@ -135,7 +135,7 @@ class DashboardScreen(CartScreen):
         self.action_open()
 
     def on_list_view_highlighted(self, event: ListView.Highlighted) -> None:
-        self.refresh_bindings()
+        self.refresh_bindings_if_changed()
 
     def action_open(self) -> None:
         slot = self.selected_slot()

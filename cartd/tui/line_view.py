@@ -23,6 +23,7 @@ from textual.strip import Strip
 from cartd.tui.model import Line, LineLog, clock_time
 
 TIME_WIDTH = 13  # "HH:MM:SS.mmm "
+STRIP_CACHE = 4096  # rendered lines kept; a screen shows a few dozen
 
 # The colour of a timeline entry by event type; the text says what it is in words anyway.
 _KIND_CLASSES = {
@@ -74,6 +75,9 @@ class LineView(ScrollView, can_focus=True):
         self._match: int | None = None  # index into the log's current lines
         self._moving = False  # our own scrolling, not the engineer's
         self._total_when_paused = 0
+        # Rendered lines: in follow mode every row moves up at each redraw, but its line is
+        # the same, so only new lines are rendered. Cleared whenever the look changes.
+        self._strips: dict[tuple[str, str, str, bool], Strip] = {}
 
     # --- keeping up with the log ------------------------------------------------------------
 
@@ -122,6 +126,14 @@ class LineView(ScrollView, can_focus=True):
         self.post_message(self.Changed())
 
     def watch_show_times(self) -> None:
+        self._restyle()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._restyle()
+
+    def _restyle(self) -> None:
+        self._strips.clear()
         self.refresh()
 
     # --- search -----------------------------------------------------------------------------
@@ -133,6 +145,7 @@ class LineView(ScrollView, can_focus=True):
     def search(self, query: str) -> bool:
         """Jump to the newest line containing `query` (case-insensitive); False if none."""
         self._query = query.lower()
+        self._strips.clear()
         self._match = None
         found = self._find(len(self._log.lines) - 1, -1)
         self._show_match(found)
@@ -151,7 +164,7 @@ class LineView(ScrollView, can_focus=True):
     def clear_search(self) -> None:
         self._query = ""
         self._match = None
-        self.refresh()
+        self._restyle()
         self.post_message(self.Changed())
 
     def match_position(self) -> tuple[int, int] | None:
@@ -197,7 +210,13 @@ class LineView(ScrollView, can_focus=True):
         lines = self._log.lines
         if index >= len(lines):
             return Strip.blank(width, base)
-        strip = self._line_strip(lines[index], index, base)
+        line = lines[index]
+        key = (line.time, line.text, line.kind, index == self._match)
+        strip = self._strips.get(key)
+        if strip is None:
+            if len(self._strips) > STRIP_CACHE:
+                self._strips.clear()
+            strip = self._strips[key] = self._line_strip(line, index, base)
         return strip.crop_extend(scroll_x, scroll_x + width, base).apply_offsets(scroll_x, index)
 
     def _line_strip(self, line: Line, index: int, base: Style) -> Strip:

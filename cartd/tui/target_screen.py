@@ -20,6 +20,7 @@ from cartd.tui.bugcheck_panel import BugcheckPanel
 from cartd.tui.cart_screen import CartScreen
 from cartd.tui.line_view import LineView
 from cartd.tui.model import Slot, TargetInfo, display_state
+from cartd.tui.redraw import show_state, update_static
 from cartd.tui.target_text import append_health
 from cartd.tui.top_bar import TopBar
 
@@ -89,18 +90,16 @@ class TargetScreen(CartScreen):
         for view in self.query(LineView):
             view.sync()
         self._show_view_status()
-        self.refresh_bindings()
+        self.refresh_bindings_if_changed()
 
     def _show_summary(self, target: TargetInfo, now: float) -> None:
         slot = self.selected_slot()
         state = display_state(target, slot.link)
-        badge = self.query_one("#target-state", Static)
-        badge.update(f" {state.word} ")
-        badge.set_classes(f"tone-{state.tone.value}")
+        show_state(self.query_one("#target-state", Static), state)
         where = slot.link.describe() if slot.link is not None else target.link
         text = Text(f"{where} · {target.build}\n")
         append_health(text, target, now)
-        self.query_one("#target-summary", Static).update(text)
+        update_static(self.query_one("#target-summary", Static), text)
 
     def _show_view_status(self) -> None:
         view = self.active_view()
@@ -113,7 +112,7 @@ class TargetScreen(CartScreen):
         if view.search_text:
             where = f"match {position[0]} of {position[1]}" if position else "no match"
             parts.append(f"search {view.search_text!r}: {where} (n older, N newer)")
-        self.query_one("#view-status", Static).update(" · ".join(parts))
+        update_static(self.query_one("#view-status", Static), " · ".join(parts))
 
     def on_line_view_changed(self, message: LineView.Changed) -> None:
         self._show_view_status()

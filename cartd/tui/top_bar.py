@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from cartd.tui.model import CartModel, Connection, size
+from cartd.tui.redraw import update_static
 
 
 class TopBar(Static):
@@ -26,4 +27,4 @@ class TopBar(Static):
         else:
             lost = "NO DAEMON" if model.connection is Connection.NO_DAEMON else "DAEMON LOST"
             text.append(f" · {lost}", "bold")
-        self.update(text)
+        update_static(self, text)
