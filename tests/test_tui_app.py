@@ -100,6 +100,8 @@ async def test_the_command_palette_runs_commands_by_name(socket_path: Path) -> N
             await pilot.press("escape")
             await pilot.press("escape")
             await until(pilot, lambda: isinstance(app.screen, DashboardScreen), "dashboard")
+            # Covered while the target view was open, the dashboard catches up on return.
+            await until(pilot, lambda: "BUGCHECKED" in screen_text(pilot), "dashboard redrawn")
 
 
 def test_cartd_tui_without_a_terminal_says_what_to_do() -> None:

@@ -184,11 +184,12 @@ def _events() -> list[ev.Event]:
 
 @pytest.fixture(autouse=True)
 def _same_everywhere(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Local time is UTC, and none of the developer's Textual settings apply."""
+    """Local time is UTC, and none of the developer's Textual or colour settings apply."""
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     # (TEXTUAL_SNAPSHOT_* belong to the snapshot plugin itself.)
     settings = [name for name in os.environ if name.startswith("TEXTUAL")]
+    settings += [name for name in ("NO_COLOR", "FORCE_COLOR") if name in os.environ]
     for name in [name for name in settings if not name.startswith("TEXTUAL_SNAPSHOT")]:
         monkeypatch.delenv(name)
     yield
