@@ -217,13 +217,18 @@ async def test_a_kdnet_key_typed_into_the_tui_connects_the_target(tmp_path: Path
     )
     machine = SimulatedMachine(MachineConfig(seed=8, memory_size_bytes=1 << 30))
     target = SimulatedTarget(machine, Scenario(module_interval=None), seed=8, dialect=KDNET)
-    server = KdnetSimServer(target, parse_key(KEY), host=(LOOPBACK, port), poke_interval=0.5)
+    notices: list[str] = []
+    server = KdnetSimServer(
+        target, parse_key(KEY), host=(LOOPBACK, port), poke_interval=0.5, on_notice=notices.append
+    )
     try:
         async with daemon_in_process(config) as daemon:
             await server.start()
             app = _tui(daemon.socket_path)
             async with app.run_test(size=(80, 24)) as pilot:
                 await until(pilot, lambda: _card_state(app) == "key needed", "key needed shown")
+                # Nobody answered its boot messages: like Windows, it stops sending them.
+                await until(pilot, lambda: any("gave up" in n for n in notices), "debugger absent")
                 await pilot.press("k")
                 await until(pilot, lambda: isinstance(app.screen, KeyDialog), "the key dialog")
                 field = app.screen.query_one(Input)

@@ -115,7 +115,9 @@ def test_numbers_for_people() -> None:
     assert size(3_481_600) == "3.3 MiB"
     assert size(None) == "?"
     assert noise_summary({}) == "no line noise"
-    assert noise_summary({"bad_checksum": 2, "garbage": 17}) == "line noise 19 (garbage 17)"
+    noise = {"bad_checksum": 2, "garbage": 17}
+    assert noise_summary(noise) == "line noise 19 (garbage 17)"
+    assert noise_summary(noise, every_kind=True) == "line noise 19 (garbage 17, bad checksum 2)"
 
 
 _json = st.recursive(

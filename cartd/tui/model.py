@@ -406,12 +406,15 @@ def size(count: int | None) -> str:
     raise AssertionError("unreachable")
 
 
-def noise_summary(noise: Mapping[str, int]) -> str:
+def noise_summary(noise: Mapping[str, int], *, every_kind: bool = False) -> str:
+    """'line noise 19 (garbage 17)': the total and the commonest kind, or every kind."""
     total = sum(noise.values())
     if total == 0:
         return "no line noise"
-    worst = max(noise.items(), key=lambda item: item[1])
-    return f"line noise {total} ({worst[0].replace('_', ' ')} {worst[1]})"
+    kinds = sorted(noise.items(), key=lambda item: (-item[1], item[0]))
+    shown = kinds if every_kind else kinds[:1]
+    parts = ", ".join(f"{kind.replace('_', ' ')} {count}" for kind, count in shown)
+    return f"line noise {total} ({parts})"
 
 
 def clock_time(iso: str, *, local: Callable[[datetime], datetime] = datetime.astimezone) -> str:

@@ -98,7 +98,7 @@ class TargetScreen(CartScreen):
         show_state(self.query_one("#target-state", Static), state)
         where = slot.link.describe() if slot.link is not None else target.link
         text = Text(f"{where} · {target.build}\n")
-        append_health(text, target, now)
+        append_health(text, target, now, every_kind=True)
         update_static(self.query_one("#target-summary", Static), text)
 
     def _show_view_status(self) -> None:
