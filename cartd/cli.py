@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from cartd import client_commands, demo
+from cartd import client_commands, demo, dump_command
 from cartd.daemon import command as run_command
 from cartd.decode import command as decode_command
 from cartd.sim import command as sim_command
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_command.add_arguments(run)
     run.set_defaults(run=run_command.run)
     client_commands.add_arguments(commands)
+    dump_command.add_arguments(commands)
     tui = commands.add_parser(
         "tui",
         help="the full-screen view of the cart: targets, consoles, bugchecks, commands",

@@ -118,7 +118,7 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _client_errors(run: Any) -> int:
+def run_client(run: Any) -> int:
     try:
         result: int = asyncio.run(run)
         return result
@@ -144,7 +144,7 @@ def run_status(args: argparse.Namespace) -> int:
             print(format_status(result))
         return 0
 
-    return _client_errors(status())
+    return run_client(status())
 
 
 def _ago(moment: object) -> str:
@@ -225,7 +225,7 @@ def run_events(args: argparse.Namespace) -> int:
                 show(item)
         return 0
 
-    return _client_errors(events())
+    return run_client(events())
 
 
 def format_event(event: ev.Event, *, as_json: bool, colour: bool) -> str:
@@ -255,7 +255,7 @@ def run_key(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _client_errors(command())
+    return run_client(command())
 
 
 def run_target_command(args: argparse.Namespace) -> int:
@@ -268,4 +268,4 @@ def run_target_command(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _client_errors(command())
+    return run_client(command())

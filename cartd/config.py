@@ -37,6 +37,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/cartd/cartd.toml")
 DEFAULT_RUNTIME_DIRECTORY = Path("/run/cartd")  # the service's RuntimeDirectory=cartd
 
 OnBugcheck = Literal["hold", "continue", "reboot"]
+DumpOnBugcheck = Literal["auto", "triage", "full", "none"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +58,9 @@ class Policy:
     """What cartd does on its own when a target stops; `[policy]`, or `[targets."<id>"]`."""
 
     on_bugcheck: OnBugcheck = "hold"
+    # Write a dump when the target bug checks, before on_bugcheck is carried out. "auto": a
+    # triage dump over serial (a full one takes days there), a full one over KDNET.
+    dump_on_bugcheck: DumpOnBugcheck = "auto"
     break_on_connect: bool = False
     prompt_answer: str = ""  # the answer to a DbgPrompt; empty waits for a human
 
@@ -68,6 +72,10 @@ class CaptureConfig:
     quota_mb: int = 1024
     fsync_interval: float = 1.0
     wire_capture: bool = True
+    # A triage dump reads the most useful pages first and stops at this size.
+    triage_max_mb: int = 32
+    # A dump stops (and keeps what it has read) when the disk has less than this left.
+    dump_min_free_mb: int = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -575,6 +583,7 @@ _TOP_LEVEL: dict[str, _Convert] = {
 
 _POLICY: dict[str, _Convert] = {
     "on_bugcheck": _one_of("hold", "continue", "reboot"),
+    "dump_on_bugcheck": _one_of("auto", "triage", "full", "none"),
     "break_on_connect": _boolean,
     "prompt_answer": _string,
 }
@@ -592,6 +601,8 @@ _SECTIONS: dict[str, dict[str, _Convert]] = {
         "quota_mb": _integer(1),
         "fsync_interval": _seconds,
         "wire_capture": _boolean,
+        "triage_max_mb": _integer(1),
+        "dump_min_free_mb": _integer(0),
     },
     "kdnet": {
         "ports": _udp_ports,

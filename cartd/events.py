@@ -225,6 +225,61 @@ class CaptureResumed(Event):
     path: str
 
 
+# --- crash dumps ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DumpStarted(Event):
+    """cartd began (or resumed) reading a dump of a stopped target."""
+
+    type: ClassVar[str] = "dump_started"
+    target: str
+    path: str  # the final .dmp path; it appears only when complete
+    kind: str  # "triage" or "full"
+    pages: int  # pages it means to read
+    bytes: int
+    estimate_seconds: float | None  # at the link's speed so far, None before there is one
+    resumed_pages: int = 0  # already read before an interruption
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DumpProgress(Event):
+    """Sent at least once a second while a dump is read."""
+
+    type: ClassVar[str] = "dump_progress"
+    target: str
+    path: str
+    pages_done: int
+    pages: int
+    bytes_done: int
+    rate: float  # bytes a second, over the last seconds
+    eta_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DumpWritten(Event):
+    type: ClassVar[str] = "dump_written"
+    target: str
+    path: str
+    dump_type: str  # "full" (DumpType 1) or "bitmap" (DumpType 5: only the pages read)
+    pages: int
+    size: int  # bytes of the file
+    seconds: float
+    missing_pages: int = 0  # asked for but unreadable, or not reached before it stopped
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DumpStopped(Event):
+    """A dump stopped before it had everything: why, and whether what was read is kept (as a
+    valid bitmap dump at `path`, or to resume later)."""
+
+    type: ClassVar[str] = "dump_stopped"
+    target: str
+    path: str
+    reason: str
+    resumable: bool
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -244,6 +299,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         OwnerChanged,
         CaptureError,
         CaptureResumed,
+        DumpStarted,
+        DumpProgress,
+        DumpWritten,
+        DumpStopped,
     )
 }
 
@@ -289,6 +348,18 @@ def event_from_json(data: object) -> Event:
         return cls(**values)
     except TypeError as error:
         raise EventFormatError(f"{kind} event: {error}") from error
+
+
+def _mib(count: int) -> str:
+    return f"{count / (1 << 20):.1f} MiB"
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def event_subject(event: Event) -> str:
@@ -342,4 +413,34 @@ def describe(event: Event) -> str:
             return f"RECORDING PAUSED: {event.error}"
         case CaptureResumed():
             return f"recording resumed: {event.path}"
+        case DumpStarted():
+            again = f", {event.resumed_pages} read before" if event.resumed_pages else ""
+            estimate = (
+                f", about {format_duration(event.estimate_seconds)}"
+                if event.estimate_seconds is not None
+                else ""
+            )
+            return (
+                f"{event.kind} dump started: {event.pages} pages ({_mib(event.bytes)}){again}"
+                f"{estimate} -> {event.path}"
+            )
+        case DumpProgress():
+            eta = (
+                f", {format_duration(event.eta_seconds)} left"
+                if event.eta_seconds is not None
+                else ""
+            )
+            return (
+                f"dump {event.pages_done}/{event.pages} pages, {_mib(event.bytes_done)} at "
+                f"{event.rate / 1024:.1f} KiB/s{eta}"
+            )
+        case DumpWritten():
+            missing = f", {event.missing_pages} pages missing" if event.missing_pages else ""
+            return (
+                f"dump written: {event.path} ({event.dump_type}, {event.pages} pages, "
+                f"{_mib(event.size)}, {format_duration(event.seconds)}{missing})"
+            )
+        case DumpStopped():
+            kept = "resumable" if event.resumable else "what was read is kept"
+            return f"DUMP STOPPED: {event.reason} ({kept}): {event.path}"
     return event.type

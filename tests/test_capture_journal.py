@@ -12,6 +12,10 @@ from cartd.events import (
     CaptureError,
     CaptureResumed,
     DebugPrint,
+    DumpProgress,
+    DumpStarted,
+    DumpStopped,
+    DumpWritten,
     Event,
     LinkDown,
     LinkProbed,
@@ -27,6 +31,7 @@ from cartd.events import (
     TargetRebooted,
 )
 
+DUMP = "/var/lib/cartd/targets/t1/dumps/20261201T031500Z-0x9f.dmp"
 TARGET = "19041-fffff80312345000"
 LINK = "serial:/dev/serial/by-id/usb-FTDI_FT232R_A10K1234-if00-port0"
 KERNEL_BASE = 0xFFFFF803_12345000  # above 2**53: must not pass through a double
@@ -71,6 +76,34 @@ def one_of_each() -> list[Event]:
         OwnerChanged(target=TARGET, owner="windbg@10.0.0.7", previous="cartd"),
         CaptureError(target=TARGET, path="/var/lib/cartd/x", error="No space left on device"),
         CaptureResumed(target=TARGET, path="/var/lib/cartd/x"),
+        DumpStarted(
+            target=TARGET,
+            path=DUMP,
+            kind="triage",
+            pages=812,
+            bytes=812 * 4096,
+            estimate_seconds=310.5,
+            resumed_pages=12,
+        ),
+        DumpProgress(
+            target=TARGET,
+            path=DUMP,
+            pages_done=400,
+            pages=812,
+            bytes_done=400 * 4096,
+            rate=10_800.0,
+            eta_seconds=None,
+        ),
+        DumpWritten(
+            target=TARGET,
+            path=DUMP,
+            dump_type="bitmap",
+            pages=810,
+            size=0x3000 + 810 * 4096,
+            seconds=322.0,
+            missing_pages=2,
+        ),
+        DumpStopped(target=TARGET, path=DUMP, reason="the link went down", resumable=True),
     ]
 
 

@@ -66,6 +66,7 @@ class ErrorCode(StrEnum):
     NOT_STOPPED = "not_stopped"  # the command needs a stopped target
     NOT_RUNNING = "not_running"  # the command needs a running target
     LINK_DOWN = "link_down"  # the target's debug link is down
+    NO_SPACE = "no_space"  # not enough disk for what was asked (a dump)
     INTERNAL_ERROR = "internal_error"  # a bug in cartd; the daemon's log has the details
 
 

@@ -14,7 +14,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Protocol
 
+from cartd.kd.bugcheck_codes import BugcheckInfo
 from cartd.kd.debugger_data import DebuggerData
+from cartd.kd.dump_plans import DumpFacts, TriageConfig, TriageSelection
 from cartd.kd.events import (
     HostEvent,
     MemoryRead,
@@ -155,6 +157,18 @@ class KdDriver(ABC):
     async def get_context(self, processor: int | None = None) -> bytes:
         result = await self.call(lambda now: self.host.get_context(processor=processor, now=now))
         assert isinstance(result, bytes)
+        return result
+
+    async def dump_facts(self, known_bugcheck: BugcheckInfo | None) -> DumpFacts:
+        result = await self.call(
+            lambda now: self.host.dump_facts(known_bugcheck=known_bugcheck, now=now)
+        )
+        assert isinstance(result, DumpFacts)
+        return result
+
+    async def triage_pages(self, dump: DumpFacts, config: TriageConfig) -> TriageSelection:
+        result = await self.call(lambda now: self.host.triage_pages(dump, config, now=now))
+        assert isinstance(result, TriageSelection)
         return result
 
     async def resume(self, status: int | None = None) -> int:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cartd import events as ev
-from cartd.capture.layout import target_dir
+from cartd.capture.dump_file import PAGE_SIZE
+from cartd.capture.layout import dumps_dir, target_dir
 from cartd.capture.quota import disk_usage, prune_sessions
 from cartd.capture.recorder import SessionRecorder
 from cartd.capture.recover import recover_state_dir
@@ -31,10 +32,11 @@ from cartd.config import Config
 from cartd.control.hub import EventHub, Subscription
 from cartd.control.protocol import ControlError, unknown_target
 from cartd.control.registry import MethodRegistry, Param
-from cartd.control.server import ControlServer
+from cartd.control.server import ControlServer, server_name
 from cartd.daemon.kdnet_keys import KeyStore
 from cartd.daemon.kdnet_link import KdnetLink
 from cartd.daemon.serial_link import SerialLink
+from cartd.daemon.target_dumps import DumpSettings, TargetDumps
 from cartd.daemon.target_worker import TargetWorker
 from cartd.kd.kdnet.keys import KdnetKeyError, parse_key
 from cartd.links.serial_ports import find_serial_ports
@@ -45,6 +47,9 @@ log = logging.getLogger("cartd")
 SHUTDOWN_GRACE_SECONDS = 5.0
 NOISE_REPORT_SECONDS = 1.0  # line-noise totals go to the journal at most this often
 QUOTA_CHECK_SECONDS = 60.0
+# What a 115200 baud line reads (bench/kd_throughput.py: 95% of 11,520 bytes/s), for the
+# estimate of a serial dump before one has measured the link.
+SERIAL_DUMP_BYTES_PER_SECOND = 10_900.0
 
 
 # What reaches the log without --verbose: links, targets and trouble; DbgPrint lines, module
@@ -86,6 +91,14 @@ class Daemon:
         self._methods.register("break", self._break, target=target)
         self._methods.register("continue", self._continue, target=target)
         self._methods.register("reboot", self._reboot, target=target)
+        self._methods.register(
+            "dump",
+            self._dump,
+            target=target,
+            kind=Param(str, default="auto"),
+            estimate_only=Param(bool, default=False),
+            cancel=Param(bool, default=False),
+        )
         self._methods.register(
             "key",
             self._set_key,
@@ -137,6 +150,9 @@ class Daemon:
         finally:
             log.info("cartd stopping")
             await server.close()
+            for record in self.targets.values():
+                # A dump being read is made durable; the next daemon resumes it.
+                await record.worker.dumps.stop("the daemon is stopping")
             for task in (discovery, housekeeping, *self._link_tasks.values()):
                 task.cancel()
             with contextlib.suppress(TimeoutError):
@@ -235,10 +251,23 @@ class Daemon:
             wire_link_type=LINKTYPE_IPV4 if kdnet else LINKTYPE_USER0,
             fsync_interval=self.config.capture.fsync_interval,
         )
+        capture = self.config.capture
+        dumps = TargetDumps(
+            target_id,
+            DumpSettings(
+                dumps_dir=dumps_dir(self.config.state_dir, target_id),
+                comment=f"{server_name()} over {link}",
+                triage_max_pages=capture.triage_max_mb * (1 << 20) // PAGE_SIZE,
+                min_free_bytes=capture.dump_min_free_mb << 20,
+                bytes_per_second=None if kdnet else SERIAL_DUMP_BYTES_PER_SECOND,
+            ),
+            self.publish,
+        )
         worker = TargetWorker(
             session,
             publish=self.publish,
             write_identity=lambda identity: self._write_identity(target_id, identity),
+            dumps=dumps,
         )
         self.targets[target_id] = _Target(session, worker, recorder)
         self._publish_all(target_id, opened)
@@ -324,6 +353,7 @@ class Daemon:
         for target_id, record in known:
             status = record.session.status()
             status["records"] = str(record.recorder.session_dir)
+            status["dump"] = record.worker.dumps.status()
             status["recording"] = not record.recorder.failed
             status["records_bytes"] = records_bytes[target_id]
             targets.append(status)
@@ -373,6 +403,21 @@ class Daemon:
 
     async def _reboot(self, params: object) -> dict[str, Any]:
         return await self._command(params, "reboot")
+
+    async def _dump(self, params: Any) -> dict[str, Any]:
+        """`cartd dump`: estimate, start, resume or cancel a crash dump of a stopped target."""
+        kind = params["kind"]
+        if kind not in ("auto", "triage", "full"):
+            raise ControlError(
+                "invalid_params", f"a dump is 'triage', 'full' or 'auto', not {kind!r}"
+            )
+        record = self._find(params)
+        try:
+            return await record.worker.dump(
+                kind, estimate_only=params["estimate_only"], cancel=params["cancel"]
+            )
+        except CommandRefused as refused:
+            raise ControlError(refused.code, str(refused)) from refused
 
     async def _set_key(self, params: Any) -> dict[str, Any]:
         """`cartd key PORT KEY`: store a KDNET key and serve the port with it. The key is

@@ -19,7 +19,9 @@ from collections.abc import Callable
 
 from cartd import events as ev
 from cartd.daemon.host_driver import KdDriver, KdRequestError
+from cartd.daemon.target_dumps import TargetDumps
 from cartd.kd import events as kd
+from cartd.kd.stops import StopReason
 from cartd.session.policy import (
     CommandRefused,
     Decision,
@@ -27,9 +29,12 @@ from cartd.session.policy import (
     RebootTarget,
     ResumeTarget,
     TargetSession,
+    TargetState,
 )
 
 log = logging.getLogger(__name__)
+
+_HELD = (TargetState.STOPPED, TargetState.BUGCHECKED)
 
 Publish = Callable[[ev.Event], None]
 IdentitySink = Callable[[dict[str, object]], None]
@@ -37,11 +42,17 @@ IdentitySink = Callable[[dict[str, object]], None]
 
 class TargetWorker:
     def __init__(
-        self, session: TargetSession, *, publish: Publish, write_identity: IdentitySink
+        self,
+        session: TargetSession,
+        *,
+        publish: Publish,
+        write_identity: IdentitySink,
+        dumps: TargetDumps,
     ) -> None:
         self.session = session
         self._publish = publish
         self._write_identity = write_identity
+        self.dumps = dumps
         self._driver: KdDriver | None = None
 
     @property
@@ -71,6 +82,9 @@ class TargetWorker:
             event = await driver.events.get()
             for journal_event in self.session.on_host_event(event, wall_time=time.time()):
                 self._publish(journal_event)
+            if isinstance(event, kd.TargetRunning | kd.TargetRebooted):
+                # The stop a partial dump was of is gone: keep what was read as a dump.
+                self.dumps.finish_stale(keep=None)
             if isinstance(event, kd.StateChanged):
                 await self._on_stop(driver, event)
             elif isinstance(event, kd.PromptReceived):
@@ -91,7 +105,26 @@ class TargetWorker:
         journal, decision = self.session.on_stop(stop)
         for journal_event in journal:
             self._publish(journal_event)
+        if self.session.state in _HELD and await self.dumps.on_stop(
+            driver,
+            stop.bugcheck,
+            self._dump_wanted(stop),
+            lambda: self._carry_out(driver, decision),
+        ):
+            return  # the decision is carried out when the dump ends
         await self._carry_out(driver, decision)
+
+    def _dump_wanted(self, stop: kd.StateChanged) -> str | None:
+        """The dump policy's kind for this stop: only a bugcheck's first break (the second
+        comes after Windows wrote its own dump) and KeEnterKernelDebugger."""
+        if stop.reason not in (StopReason.BUGCHECK_FIRST, StopReason.FATAL):
+            return None
+        wanted = self.session.policy.dump_on_bugcheck
+        if wanted == "none":
+            return None
+        if wanted == "auto":
+            return "full" if self.session.link.startswith("kdnet:") else "triage"
+        return wanted
 
     async def _learn_identity(self, driver: KdDriver, stop: kd.StateChanged) -> None:
         try:
@@ -135,14 +168,49 @@ class TargetWorker:
         self.session.check_break()
         driver.command(lambda now: driver.host.break_in(now))
 
+    def _refuse_while_dumping(self, what: str) -> None:
+        job = self.dumps.job
+        if job is not None:
+            raise CommandRefused(
+                "target_busy",
+                f"{self.session.target_id}: a dump is being read ({job.pages_done} of "
+                f"{job.pages_total} pages); {what} once it is written, or stop it with "
+                f"`cartd dump --cancel {self.session.target_id}` (what was read is kept)",
+            )
+
     async def go(self) -> None:
         driver = self._require_driver()
         self.session.check_go()
+        self._refuse_while_dumping("let it go")
         await driver.resume()
+
+    async def dump(self, kind: str, *, estimate_only: bool, cancel: bool) -> dict[str, object]:
+        """`cartd dump`: a dump of the stopped target (kind "triage", "full" or "auto")."""
+        if cancel:
+            return self.dumps.cancel()
+        driver = self._require_driver()
+        stop = self.session.stop
+        if self.session.state not in _HELD or stop is None:
+            target = self.session.target_id
+            raise CommandRefused(
+                "not_stopped",
+                f"{target} is {self.session.state.value}: a dump reads a stopped target; break "
+                f"in first (`cartd break {target}`, or b in the TUI)",
+            )
+        if kind == "auto":
+            kind = "full" if self.session.link.startswith("kdnet:") else "triage"
+        return await self.dumps.request(
+            driver, stop.bugcheck, kind, estimate_only=estimate_only, then=_stay_stopped
+        )
 
     async def reboot(self) -> None:
         driver = self._require_driver()
+        self._refuse_while_dumping("reboot it")
         if self.session.check_reboot():
             await driver.call(lambda now: driver.host.reboot(now=now))
         else:
             driver.command(lambda now: driver.host.break_in(now))
+
+
+async def _stay_stopped() -> None:
+    """After a dump someone asked for, the target stays as it was: stopped, for them."""

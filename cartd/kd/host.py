@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from cartd.kd import dump_plans
 from cartd.kd import host_plans as plans
 from cartd.kd.bugcheck import (
     FatalSystemErrorScanner,
@@ -427,6 +428,21 @@ class KdHost:
     def list_modules(self, *, now: float) -> int:
         """Walk PsLoadedModuleList (from GetVersion); result: a list of LoadedModule."""
         return self._submit(plans.list_modules(self._requests(), self.facts), now)
+
+    def dump_facts(self, *, known_bugcheck: BugcheckInfo | None = None, now: float) -> int:
+        """What a crash dump's header needs of the stopped target; result: DumpFacts."""
+        stop = self._require_stopped()
+        plan = dump_plans.dump_facts(
+            self._requests(), self.facts, stop, known_bugcheck=known_bugcheck
+        )
+        return self._submit(plan, now)
+
+    def triage_pages(
+        self, dump: dump_plans.DumpFacts, config: dump_plans.TriageConfig, *, now: float
+    ) -> int:
+        """The pages of a triage dump, most useful first; result: TriageSelection."""
+        plan = dump_plans.triage_pages(self._requests(), self.facts, dump, config)
+        return self._submit(plan, now)
 
     def resume(self, *, status: int | None = None, now: float) -> int:
         """Leave the stop the right way: step RIP past a hard-coded int3 (spec 4.2), then

@@ -6,14 +6,16 @@ app's `DaemonConnection` and what happens next arrives as events.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from cartd.control.protocol import ControlError
-from cartd.tui.dialogs import ConfirmDialog, KeyDialog, TextDialog
-from cartd.tui.model import CartModel, Connection, Slot
+from cartd.events import format_duration
+from cartd.tui.dialogs import ConfirmDialog, DumpDialog, KeyDialog, TextDialog
+from cartd.tui.model import CartModel, Connection, Slot, size
 
 if TYPE_CHECKING:
     from cartd.tui.app import CartdApp
@@ -24,6 +26,7 @@ _TARGET_COMMANDS = {
     "break_in": frozenset({"running", "waiting", "rebooting"}),
     "go": frozenset({"stopped", "bugchecked"}),
     "reboot": frozenset({"running", "waiting", "rebooting", "stopped", "bugchecked"}),
+    "dump": frozenset({"stopped", "bugchecked"}),
 }
 
 
@@ -34,6 +37,7 @@ class CartScreen(Screen[None]):
         Binding("b", "break_in", "Break", tooltip="break into the running target and hold it"),
         Binding("g", "go", "Go", tooltip="let a stopped target run (asks first at a bugcheck)"),
         Binding("r", "reboot", "Reboot", tooltip="restart the target (asks first)"),
+        Binding("d", "dump", "Dump", tooltip="write a crash dump of the stopped target"),
         Binding("k", "key", "Key", tooltip="give the KDNET key of a target on the network"),
         Binding(
             "a",
@@ -95,6 +99,8 @@ class CartScreen(Screen[None]):
         slot = self.selected_slot()
         if self.model.connection is not Connection.CONNECTED or slot is None or not slot.target:
             return None
+        if action == "dump" and slot.target.dump is not None:
+            return None  # one dump at a time
         return True if slot.target.state in states else None
 
     # --- the commands -----------------------------------------------------------------------
@@ -138,6 +144,32 @@ class CartScreen(Screen[None]):
             target,
             f"{target} told to reboot",
         )
+
+    def action_dump(self) -> None:
+        target = self._target_id()
+        if target is None:
+            return
+
+        async def offer() -> None:
+            lines = []
+            for kind in ("triage", "full"):
+                try:
+                    plan = await self.cart.connection.call(
+                        "dump", target=target, kind=kind, estimate_only=True
+                    )
+                except ControlError as error:
+                    self.notify(error.message, title="dump refused", severity="error", timeout=8)
+                    return
+                lines.append(f"{kind}: {dump_estimate_text(plan)}")
+            lines.append("")
+            lines.append("The dump appears in the target's dumps/ directory once complete.")
+            self.app.push_screen(DumpDialog(target, "\n".join(lines)), chosen)
+
+        def chosen(kind: str | None) -> None:
+            if kind:
+                self._command("dump", target, f"{kind} dump of {target} started", kind=kind)
+
+        self.run_worker(offer(), group="commands")
 
     def action_key(self) -> None:
         slot = self.selected_slot()
@@ -188,15 +220,24 @@ class CartScreen(Screen[None]):
 
         self.app.push_screen(dialog, answered)
 
-    def _command(self, method: str, target: str, done: str) -> None:
+    def _command(self, method: str, target: str, done: str, **params: str) -> None:
         """Send in the background: the screen stays live while the daemon answers."""
 
         async def send() -> None:
             try:
-                await self.cart.connection.call(method, target=target)
+                await self.cart.connection.call(method, target=target, **params)
             except ControlError as error:
                 self.notify(error.message, title=f"{method} refused", severity="error", timeout=8)
             else:
                 self.notify(done)
 
         self.run_worker(send(), group="commands")
+
+
+def dump_estimate_text(plan: Mapping[str, Any]) -> str:
+    """'412 pages (1.6 MiB), about 2 min': what the daemon's estimate says."""
+    seconds = plan.get("estimate_seconds")
+    text = f"{plan.get('pages', 0)} pages ({size(plan.get('bytes'))})"
+    return text + (
+        f", about {format_duration(seconds)}" if isinstance(seconds, int | float) else ""
+    )

@@ -22,7 +22,7 @@ from cartd.tui.model import (
     Slot,
 )
 from cartd.tui.redraw import show_state, update_static
-from cartd.tui.target_text import append_health
+from cartd.tui.target_text import append_dump, append_health
 from cartd.tui.top_bar import TopBar
 
 
@@ -65,6 +65,7 @@ def card_text(slot: Slot, now: float) -> Text:
         parts.append(f"{target.processors} CPUs")
     text.append(" · ".join(parts) + "\n")
     append_health(text, target, now)
+    append_dump(text, target)
     if target.silent:
         text.append(f"\n{SILENT_HINT}", "bold")
     if target.bugcheck is not None:

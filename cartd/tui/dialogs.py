@@ -94,3 +94,27 @@ class TextDialog(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+class DumpDialog(ModalScreen[str | None]):
+    """Which dump to write, with what each would cost on this link; returns the kind."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("t", "choose('triage')", "Triage dump"),
+        Binding("f", "choose('full')", "Full dump"),
+        Binding("escape,n", "choose('')", "Cancel"),
+    ]
+
+    def __init__(self, target: str, choices: str) -> None:
+        super().__init__()
+        self._target = target
+        self._choices = choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label(f"Write a crash dump of {self._target}", classes="dialog-title")
+            yield Static(self._choices, classes="dialog-body", markup=False)
+            yield Static("t: triage dump    f: full dump    Escape: neither", classes="dialog-keys")
+
+    def action_choose(self, kind: str) -> None:
+        self.dismiss(kind or None)

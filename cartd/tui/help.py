@@ -9,7 +9,7 @@ from textual.scroll_view import ScrollView
 
 from cartd.tui.cart_screen import CartScreen
 from cartd.tui.dashboard import SlotList
-from cartd.tui.dialogs import ConfirmDialog, KeyDialog
+from cartd.tui.dialogs import ConfirmDialog, DumpDialog, KeyDialog
 from cartd.tui.target_screen import TargetScreen
 
 if TYPE_CHECKING:
@@ -38,7 +38,12 @@ def help_text(app: CartdApp, current: CartScreen | None) -> str:
         ),
         ("Target view", _bindings(TargetScreen.BINDINGS)),
         ("Console and timeline", _scroll_keys()),
-        ("Questions", _bindings(ConfirmDialog.BINDINGS) + _bindings(KeyDialog.BINDINGS)),
+        (
+            "Questions",
+            _bindings(ConfirmDialog.BINDINGS)
+            + _bindings(KeyDialog.BINDINGS)
+            + _bindings(DumpDialog.BINDINGS),
+        ),
     ]
     if isinstance(current, TargetScreen):
         sections.insert(0, sections.pop(3))

@@ -112,6 +112,23 @@ class LinkInfo:
         return f"serial {self.device}{rate}"
 
 
+@dataclass(frozen=True, slots=True)
+class DumpActivity:
+    """A dump being read now: what the progress bar shows."""
+
+    path: str
+    kind: str
+    pages_done: int
+    pages: int
+    bytes_done: int
+    rate: float  # bytes a second
+    eta_seconds: float | None
+
+    @property
+    def share(self) -> float:
+        return self.pages_done / self.pages if self.pages else 0.0
+
+
 @dataclass(slots=True)
 class TargetInfo:
     target: str
@@ -126,6 +143,8 @@ class TargetInfo:
     records: str = ""
     recording: bool = True
     records_bytes: int | None = None
+    dump: DumpActivity | None = None
+    last_dump: str = ""  # what became of the last dump, for people
     present: bool = True  # in the daemon's last status (false: the daemon forgot it)
     console: LineLog = field(default_factory=lambda: LineLog(CONSOLE_LINES))
     timeline: LineLog = field(default_factory=lambda: LineLog(TIMELINE_ENTRIES))
@@ -240,6 +259,7 @@ class CartModel:
             target.records = str(item.get("records", ""))
             target.recording = bool(item.get("recording", True))
             target.records_bytes = _int_or_none(item.get("records_bytes"))
+            target.dump = _dump_or_none(item.get("dump"))
         for target in self.targets.values():
             target.present = target.target in present
         self.changes += 1
@@ -288,6 +308,25 @@ class CartModel:
                 target.recording = False
             case ev.CaptureResumed():
                 target.recording = True
+            case ev.DumpStarted():
+                target.dump = DumpActivity(
+                    event.path, event.kind, event.resumed_pages, event.pages, 0, 0.0, None
+                )
+            case ev.DumpProgress():
+                kind = target.dump.kind if target.dump is not None else ""
+                target.dump = DumpActivity(
+                    event.path,
+                    kind,
+                    event.pages_done,
+                    event.pages,
+                    event.bytes_done,
+                    event.rate,
+                    event.eta_seconds,
+                )
+                return  # the progress bar shows it; the timeline keeps the milestones
+            case ev.DumpWritten() | ev.DumpStopped():
+                target.dump = None
+                target.last_dump = ev.describe(event)
         target.timeline.append(Line(event.time, ev.describe(event), event.type))
 
     def _apply_link_event(self, event: ev.Event) -> None:
@@ -375,7 +414,10 @@ def display_state(target: TargetInfo | None, link: LinkInfo | None) -> DisplaySt
         return WAITING_FOR_TARGET
     if target.owner != OWNER_DAEMON:
         return DisplayState(f"{OWNED_REMOTELY} ({target.owner})", Tone.BUSY)
-    return _TARGET_STATES.get(target.state, DisplayState(target.state, Tone.IDLE))
+    if target.dump is not None:
+        return DisplayState(f"dumping {target.dump.share:.0%}", Tone.BUSY)
+    # A state this TUI does not know (a newer daemon's) is shown as the daemon words it.
+    return _TARGET_STATES.get(target.state, DisplayState(target.state or "unknown", Tone.IDLE))
 
 
 # --- formatting shared by the views ---------------------------------------------------------
@@ -432,6 +474,22 @@ def _objects(value: object) -> list[dict[str, Any]]:
 
 def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _dump_or_none(value: object) -> DumpActivity | None:
+    if not isinstance(value, dict):
+        return None
+    eta = value.get("eta_seconds")
+    rate = value.get("rate")
+    return DumpActivity(
+        path=str(value.get("path", "")),
+        kind=str(value.get("kind", "")),
+        pages_done=_int_or_none(value.get("pages_done")) or 0,
+        pages=_int_or_none(value.get("pages")) or 0,
+        bytes_done=_int_or_none(value.get("bytes_done")) or 0,
+        rate=float(rate) if isinstance(rate, int | float) else 0.0,
+        eta_seconds=float(eta) if isinstance(eta, int | float) else None,
+    )
 
 
 def _bugcheck_or_none(value: object) -> ev.Bugcheck | None:

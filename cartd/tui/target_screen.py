@@ -21,7 +21,7 @@ from cartd.tui.cart_screen import CartScreen
 from cartd.tui.line_view import LineView
 from cartd.tui.model import Slot, TargetInfo, display_state
 from cartd.tui.redraw import show_state, update_static
-from cartd.tui.target_text import append_health
+from cartd.tui.target_text import append_dump, append_health
 from cartd.tui.top_bar import TopBar
 
 
@@ -99,6 +99,7 @@ class TargetScreen(CartScreen):
         where = slot.link.describe() if slot.link is not None else target.link
         text = Text(f"{where} · {target.build}\n")
         append_health(text, target, now, every_kind=True)
+        append_dump(text, target)
         update_static(self.query_one("#target-summary", Static), text)
 
     def _show_view_status(self) -> None:

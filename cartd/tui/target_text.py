@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from cartd.events import format_duration
 from cartd.tui.model import TargetInfo, noise_summary, since, size
+
+BAR_WIDTH = 20
 
 
 def append_health(text: Text, target: TargetInfo, now: float, *, every_kind: bool = False) -> None:
@@ -17,3 +20,19 @@ def append_health(text: Text, target: TargetInfo, now: float, *, every_kind: boo
     text.append(f"\n{noise} · records {size(target.records_bytes)}")
     if not target.recording:
         text.append(" · RECORDING PAUSED", "bold red")
+
+
+def append_dump(text: Text, target: TargetInfo) -> None:
+    """The dump being read, as a progress bar with rate and time left; or the last one's fate."""
+    dump = target.dump
+    if dump is None:
+        if target.last_dump:
+            text.append(f"\n{target.last_dump}", "dim")
+        return
+    filled = round(dump.share * BAR_WIDTH)
+    text.append(f"\n[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {dump.share:.0%} ", "bold")
+    text.append(f"{dump.kind} dump, {size(dump.bytes_done)} of {dump.pages} pages")
+    if dump.rate:
+        text.append(f" at {dump.rate / 1024:.1f} KiB/s")
+    if dump.eta_seconds is not None:
+        text.append(f", {format_duration(dump.eta_seconds)} left")
