@@ -41,6 +41,12 @@ def add_arguments(commands: Any) -> None:
     kind.add_argument("--full", dest="kind", action="store_const", const="full")
     dump.add_argument("--wait", action="store_true", help="stay until it is written")
     dump.add_argument("--yes", action="store_true", help="do not ask before a long dump")
+    dump.add_argument(
+        "--cancel",
+        action="store_true",
+        help="stop the dump being read; what was read is kept (it resumes at the next "
+        "`cartd dump` of the same stop, or becomes a dump of what was read)",
+    )
     dump.set_defaults(run=run_dump, kind="auto")
 
 
@@ -50,6 +56,10 @@ def run_dump(args: argparse.Namespace) -> int:
 
 async def _dump(args: argparse.Namespace) -> int:
     async with await ControlClient.connect(socket_path(args)) as client:
+        if args.cancel:
+            stopped = await client.call("dump", target=args.target, cancel=True)
+            print(f"cartd: stopped {stopped['path']}; what was read is kept", file=sys.stderr)
+            return 0
         plan = await client.call("dump", target=args.target, kind=args.kind, estimate_only=True)
         seconds = plan.get("estimate_seconds")
         print(
