@@ -23,7 +23,7 @@ from cartd.sim.target import Scenario, SimulatedTarget
 from cartd.tui.app import CartdApp
 from cartd.tui.bugcheck_panel import BugcheckPanel
 from cartd.tui.dashboard import SILENT_HINT, DashboardScreen, SlotCard
-from cartd.tui.dialogs import ConfirmDialog, KeyDialog, TextDialog
+from cartd.tui.dialogs import ConfirmDialog, DumpDialog, KeyDialog, TextDialog
 from cartd.tui.line_view import LineView
 from cartd.tui.model import Connection
 from cartd.tui.target_screen import TargetScreen
@@ -256,3 +256,37 @@ async def test_a_kdnet_key_typed_into_the_tui_connects_the_target(tmp_path: Path
                 assert KEY not in screen_text(pilot)
     finally:
         server.close()
+
+
+async def test_a_dump_from_the_tui(tmp_path: Path) -> None:
+    """d offers a triage and a full dump with what each costs; t writes the triage dump, and
+    the view follows it to the end. (An unpaced pty: the dump takes a second, not minutes.)"""
+    sim = start_sim(
+        Scenario(print_interval=None, module_interval=None, bugcheck_after=1.0), seed=4, baud=None
+    )
+    target = "pts-" + sim.slave_path.rsplit("/", 1)[1]
+    config_path = write_config(tmp_path / "c.toml", ports=[sim.slave_path])
+    config_path.write_text(config_path.read_text() + '[policy]\ndump_on_bugcheck = "none"\n')
+    config = load_test_config(config_path, tmp_path)
+    try:
+        async with daemon_in_process(config) as daemon:
+            app = _tui(daemon.socket_path, target=target)
+            async with app.run_test(size=(100, 30)) as pilot:
+                await until(pilot, lambda: app.model.target(target).state == "bugchecked", "held")
+                await pilot.press("d")
+                await until(pilot, lambda: isinstance(app.screen, DumpDialog), "the dump dialog")
+                offer = screen_text(pilot)
+                assert "triage:" in offer and "full:" in offer and "pages" in offer
+                await pilot.press("t")
+                await until(
+                    pilot,
+                    lambda: "dump written" in app.model.target(target).last_dump,
+                    "the dump written",
+                )
+                assert "bitmap" in app.model.target(target).last_dump
+                await until(
+                    pilot, lambda: "dump written" in screen_text(pilot), "shown in the view"
+                )
+                assert list((tmp_path / "targets" / target / "dumps").glob("*.dmp"))
+    finally:
+        sim.close()

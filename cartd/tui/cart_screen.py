@@ -37,7 +37,9 @@ class CartScreen(Screen[None]):
         Binding("b", "break_in", "Break", tooltip="break into the running target and hold it"),
         Binding("g", "go", "Go", tooltip="let a stopped target run (asks first at a bugcheck)"),
         Binding("r", "reboot", "Reboot", tooltip="restart the target (asks first)"),
-        Binding("d", "dump", "Dump", tooltip="write a crash dump of the stopped target"),
+        Binding(
+            "d", "dump", "Dump", tooltip="write a crash dump of the stopped target (or stop one)"
+        ),
         Binding("k", "key", "Key", tooltip="give the KDNET key of a target on the network"),
         Binding(
             "a",
@@ -99,8 +101,6 @@ class CartScreen(Screen[None]):
         slot = self.selected_slot()
         if self.model.connection is not Connection.CONNECTED or slot is None or not slot.target:
             return None
-        if action == "dump" and slot.target.dump is not None:
-            return None  # one dump at a time
         return True if slot.target.state in states else None
 
     # --- the commands -----------------------------------------------------------------------
@@ -146,8 +146,24 @@ class CartScreen(Screen[None]):
         )
 
     def action_dump(self) -> None:
+        slot = self.selected_slot()
         target = self._target_id()
-        if target is None:
+        if target is None or slot is None or slot.target is None:
+            return
+        if slot.target.dump is not None:
+            # One dump at a time: d on a target being dumped offers to stop it.
+            question = (
+                f"Stop the {slot.target.dump.kind} dump of {target}? What was read is kept: it "
+                "goes on if you ask again while the target is at this stop, and becomes a dump "
+                "of what was read once the target runs on."
+            )
+            self._confirmed(
+                ConfirmDialog("Stop the dump?", question),
+                "dump",
+                target,
+                f"dump of {target} stopped",
+                cancel=True,
+            )
             return
 
         async def offer() -> None:
@@ -213,14 +229,16 @@ class CartScreen(Screen[None]):
         slot = self.selected_slot()
         return slot.target.target if slot is not None and slot.target is not None else None
 
-    def _confirmed(self, dialog: ConfirmDialog, method: str, target: str, done: str) -> None:
+    def _confirmed(
+        self, dialog: ConfirmDialog, method: str, target: str, done: str, **params: object
+    ) -> None:
         def answered(yes: bool | None) -> None:
             if yes:
-                self._command(method, target, done)
+                self._command(method, target, done, **params)
 
         self.app.push_screen(dialog, answered)
 
-    def _command(self, method: str, target: str, done: str, **params: str) -> None:
+    def _command(self, method: str, target: str, done: str, **params: object) -> None:
         """Send in the background: the screen stays live while the daemon answers."""
 
         async def send() -> None:
