@@ -22,6 +22,7 @@ from cartd.events import format_duration
 LONG_DUMP_SECONDS = 600.0
 PLAIN_PROGRESS_INTERVAL = 10.0  # seconds between progress lines when not on a terminal
 BAR_WIDTH = 30
+REPLAY = 1000  # as many recent events as a daemon keeps
 
 
 def add_arguments(commands: Any) -> None:
@@ -71,11 +72,12 @@ async def _dump(args: argparse.Namespace) -> int:
         if seconds and seconds > LONG_DUMP_SECONDS and not args.yes and not _confirmed():
             print("cartd: not started", file=sys.stderr)
             return 1
+        asked_at = ev.utc_now()
         started = await client.call("dump", target=args.target, kind=plan["kind"])
         print(f"cartd: writing {started['path']}", file=sys.stderr)
         if not args.wait:
             return 0
-        return await _follow(client, args.target, started["path"])
+        return await _follow(client, args.target, started["path"], since=asked_at)
 
 
 def _confirmed() -> bool:
@@ -86,11 +88,16 @@ def _confirmed() -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-async def _follow(client: ControlClient, target: str, path: str) -> int:
+async def _follow(client: ControlClient, target: str, path: str, *, since: str) -> int:
+    """Progress until the dump is written or stops. The subscription replays what the daemon
+    kept, so a dump that ended before it began is still seen; events from before `since` (an
+    earlier, interrupted attempt at the same path) are not this dump's."""
     on_terminal = sys.stderr.isatty()
     last_line = 0.0
-    async for item in client.events(replay=0, target=target):
+    async for item in client.events(replay=REPLAY, target=target):
         if isinstance(item, EventsDropped) or getattr(item, "path", None) != path:
+            continue
+        if item.time < since:
             continue
         if isinstance(item, ev.DumpProgress):
             now = time.monotonic()

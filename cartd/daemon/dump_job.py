@@ -6,10 +6,13 @@ in order), read in spans of consecutive pages as large as the link allows; a pag
 cannot read is left out (the dump becomes a bitmap dump without it) instead of failing the
 dump. The partial dump's progress is made durable every few seconds, so a link pulled, a daemon
 restarted or a disk filled up loses at most that much; `DumpStopped` says whether it can resume.
+A dump can resume only at the stop it is of: when the target leaves that stop (it rebooted, or
+reported another), the dump stops for good and what was read becomes a bitmap dump.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import shutil
@@ -23,12 +26,14 @@ from cartd.capture.dump_file import PAGE_SIZE, DumpHeader, PhysicalRun
 from cartd.capture.dump_store import PartialDump
 from cartd.daemon.host_driver import KdDriver, KdRequestError
 from cartd.kd.dump_plans import DumpFacts
+from cartd.kd.state_change import StateChangeMessage
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0  # dump_progress at least this often (the issue asks for once a second)
 FLUSH_INTERVAL = 2.0  # progress made durable this often: what an interruption can lose
-SPAN_PAGES = 16  # consecutive pages asked for in one read (the core splits it per packet)
+SPAN_PAGES = 16  # consecutive pages asked for in one read at most (the core splits it per packet)
+SPAN_SECONDS = 0.5  # and at most about this long a read, at the rate measured
 RATE_WINDOW = 5.0  # seconds of reads the rate and ETA are computed over
 CONTEXT_SIZE = 0x4D0  # x64 CONTEXT, what the header's ContextRecord holds
 
@@ -111,6 +116,7 @@ class DumpJob:
         self.missing = 0
         self._recent: deque[tuple[float, int]] = deque()  # (time, bytes read) for the rate
         self._started = time.monotonic()
+        self._stop: StateChangeMessage | None = None  # the stop being read, set by `run`
 
     @property
     def path(self) -> str:
@@ -132,21 +138,26 @@ class DumpJob:
     async def run(self, driver: KdDriver) -> None:
         """Read every page still missing, then finalise. Raises DumpInterrupted (after making
         what was read durable) when it cannot go on."""
-        last_progress = last_flush = time.monotonic()
+        last_flush = time.monotonic()
+        self._stop = driver.host.stop
+        # Progress on a clock of its own: one read over serial can take longer than a second.
+        ticker = asyncio.create_task(self._tick())
         try:
-            for span in _spans(self._to_read):
+            position = 0
+            while position < len(self._to_read):
+                span = self._next_span(position)
                 await self._read_span(driver, span)
+                position += len(span)
                 now = time.monotonic()
                 if now - last_flush >= FLUSH_INTERVAL:
                     self.partial.flush()
                     last_flush = now
                     self._check_disk()
-                if now - last_progress >= PROGRESS_INTERVAL:
-                    self._publish(self._progress())
-                    last_progress = now
         except BaseException:
             self.partial.flush()
             raise
+        finally:
+            ticker.cancel()
         self._publish(self._progress())
         self.finalise()
 
@@ -165,11 +176,15 @@ class DumpJob:
         )
 
     async def _read_span(self, driver: KdDriver, span: list[int]) -> None:
+        # Checked just before each request: the core refuses one for a target not stopped.
+        self._check_stop(driver)
+        asked = time.monotonic()
         try:
             result = await driver.read_physical(span[0] * PAGE_SIZE, len(span) * PAGE_SIZE)
         except KdRequestError as error:
             if driver.closed.is_set():
                 raise DumpInterrupted(f"the link went down: {error}", resumable=True) from None
+            self._check_stop(driver)  # the request failed because the stop ended
             if len(span) == 1:
                 self._page_missing(span[0], str(error))
                 return
@@ -181,12 +196,21 @@ class DumpJob:
         for index, pfn in enumerate(span[:whole]):
             self.partial.write_page(pfn, data[index * PAGE_SIZE : (index + 1) * PAGE_SIZE])
         self.pages_done += whole
-        self._recent.append((time.monotonic(), whole * PAGE_SIZE))
+        self._recent.append((asked, whole * PAGE_SIZE))
         if whole < len(span):
             # A short read: the target stopped at a page it cannot read; try the rest alone.
             self._page_missing(span[whole], "the target could not read it")
             for pfn in span[whole + 1 :]:
                 await self._read_span(driver, [pfn])
+
+    def _check_stop(self, driver: KdDriver) -> None:
+        """The target must still be in the stop the dump is of: a reboot or another stop
+        changes its memory, so no page read from now on belongs in this dump."""
+        if self._stop is None or driver.host.stop is not self._stop:
+            raise DumpInterrupted(
+                "the target left the stop the dump is of (it rebooted or stopped anew)",
+                resumable=False,
+            )
 
     def _page_missing(self, pfn: int, why: str) -> None:
         log.debug("%s: page %#x left out of the dump: %s", self.target_id, pfn, why)
@@ -212,7 +236,29 @@ class DumpJob:
         elapsed = time.monotonic() - self._started
         return read / elapsed if read and elapsed > 0 else None
 
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            self._publish(self._progress())
+
+    def _next_span(self, position: int) -> list[int]:
+        """The consecutive pages from `position` that one read should ask for: about
+        SPAN_SECONDS of reading at the measured rate (one page at a time over serial, where a
+        page takes a third of a second; up to SPAN_PAGES over KDNET), so progress and an
+        interruption are never far apart."""
+        rate = self._rate()
+        # One page until a read has been timed: the link may be a slow cable.
+        limit = 1 if rate == 0 else int(rate * SPAN_SECONDS) // PAGE_SIZE
+        limit = max(1, min(SPAN_PAGES, limit))
+        pages = self._to_read
+        end = position + 1
+        while end < len(pages) and end - position < limit and pages[end] == pages[end - 1] + 1:
+            end += 1
+        return pages[position:end]
+
     def _rate(self) -> float:
+        """Bytes a second over the reads of the last RATE_WINDOW seconds, each counted from
+        the moment it was asked for."""
         now = time.monotonic()
         while self._recent and now - self._recent[0][0] > RATE_WINDOW:
             self._recent.popleft()
@@ -236,14 +282,3 @@ class DumpJob:
             rate=rate,
             eta_seconds=self._eta(rate),
         )
-
-
-def _spans(pfns: Sequence[int]) -> list[list[int]]:
-    """Runs of consecutive PFNs, at most SPAN_PAGES long, in the order given."""
-    spans: list[list[int]] = []
-    for pfn in pfns:
-        if spans and pfn == spans[-1][-1] + 1 and len(spans[-1]) < SPAN_PAGES:
-            spans[-1].append(pfn)
-        else:
-            spans.append([pfn])
-    return spans

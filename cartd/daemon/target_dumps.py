@@ -10,6 +10,7 @@ stop that is gone (finish it as a bitmap dump of what was read).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import shutil
@@ -26,6 +27,7 @@ from cartd.daemon.dump_job import DumpInterrupted, DumpJob, DumpPlan, header_fro
 from cartd.daemon.host_driver import KdDriver, KdRequestError
 from cartd.kd.bugcheck_codes import BugcheckInfo
 from cartd.kd.dump_plans import DumpFacts, TriageConfig
+from cartd.kd.errors import KdUsageError
 from cartd.session.policy import CommandRefused
 
 log = logging.getLogger(__name__)
@@ -57,10 +59,19 @@ class TargetDumps:
         self.job: DumpJob | None = None
         self._task: asyncio.Task[None] | None = None
         self._measured_rate: float | None = None
+        self._preparing = False
 
     @property
     def busy(self) -> bool:
-        return self.job is not None
+        """A dump is being prepared (its facts and pages chosen: seconds over serial) or
+        read: the target must stay at its stop until it is done."""
+        return self._preparing or self._task is not None
+
+    def busy_text(self) -> str:
+        job = self.job
+        if job is None:
+            return "a dump is being prepared (choosing its pages)"
+        return f"a {job.plan.kind} dump is being read ({job.pages_done} of {job.pages_total} pages)"
 
     def status(self) -> dict[str, object] | None:
         return self.job.status() if self.job is not None else None
@@ -76,11 +87,24 @@ class TargetDumps:
     ) -> bool:
         """A stop: resume the cut-short dump of this stop, or start the `wanted` kind unless
         this stop has its dump already. True if a dump runs (it calls `then` when it ends)."""
-        if not self._partials() and wanted is None:
+        if self.busy or (not self._partials() and wanted is None):
             return False
+        self._preparing = True
+        try:
+            return await self._prepare_at_stop(driver, known_bugcheck, wanted, then)
+        finally:
+            self._preparing = False
+
+    async def _prepare_at_stop(
+        self,
+        driver: KdDriver,
+        known_bugcheck: BugcheckInfo | None,
+        wanted: str | None,
+        then: Callable[[], Awaitable[None]],
+    ) -> bool:
         try:
             facts = await driver.dump_facts(known_bugcheck)
-        except KdRequestError as error:
+        except (KdRequestError, KdUsageError) as error:
             log.warning("%s: cannot read what a dump needs: %s", self.target_id, error)
             return False
         key = stop_key(header_from_facts(facts, self.settings.comment))
@@ -140,13 +164,29 @@ class TargetDumps:
     ) -> dict[str, object]:
         """`cartd dump`: what a dump of this stop would take, and (unless `estimate_only`)
         start it, or resume the cut-short one of this stop."""
-        if self.job is not None:
+        if self.busy:
             raise CommandRefused(
                 "target_busy",
-                f"{self.target_id}: a {self.job.plan.kind} dump is being written "
-                f"({self.job.pages_done} of {self.job.pages_total} pages); wait for it, or "
-                f"cancel it with `cartd dump --cancel {self.target_id}`",
+                f"{self.target_id}: {self.busy_text()}; wait for it, or cancel it with "
+                f"`cartd dump --cancel {self.target_id}`",
             )
+        self._preparing = True
+        try:
+            return await self._request(
+                driver, known_bugcheck, kind, estimate_only=estimate_only, then=then
+            )
+        finally:
+            self._preparing = False
+
+    async def _request(
+        self,
+        driver: KdDriver,
+        known_bugcheck: BugcheckInfo | None,
+        kind: str,
+        *,
+        estimate_only: bool,
+        then: Callable[[], Awaitable[None]],
+    ) -> dict[str, object]:
         try:
             facts = await driver.dump_facts(known_bugcheck)
             key = stop_key(header_from_facts(facts, self.settings.comment))
@@ -154,7 +194,7 @@ class TargetDumps:
             resumed = self._dump_of(key, partial=True)
             kind = _kind_of(resumed) if resumed is not None else kind
             pages = await self._pages(driver, facts, kind)
-        except KdRequestError as error:
+        except (KdRequestError, KdUsageError) as error:
             raise CommandRefused("link_down", f"{self.target_id}: {error}") from None
         size = len(pages) * PAGE_SIZE
         rate = self._measured_rate or self.settings.bytes_per_second
@@ -173,9 +213,9 @@ class TargetDumps:
         return answer
 
     def cancel(self) -> dict[str, object]:
-        if self._task is None or self.job is None:
+        if self._task is None:
             raise CommandRefused("not_running", f"{self.target_id}: no dump is being written")
-        path = self.job.path
+        path = self.job.path if self.job is not None else "the dump being prepared"
         self._task.cancel("cancelled by a human")
         return {"path": path}
 
@@ -211,6 +251,8 @@ class TargetDumps:
         pages: list[int] | None,
     ) -> None:
         carry_on = True
+        partial: PartialDump | None = None
+        job: DumpJob | None = None
         try:
             if pages is None:
                 pages = await self._pages(driver, facts, kind)
@@ -244,10 +286,16 @@ class TargetDumps:
             await job.run(driver)
             self._measured_rate = job.average_rate() or self._measured_rate
         except DumpInterrupted as error:
-            carry_on = not driver.closed.is_set()
+            # A stop that is gone takes its decision (continue, reboot) with it.
+            carry_on = error.resumable and not driver.closed.is_set()
             self._stopped(path, str(error), resumable=error.resumable)
+            if not error.resumable and job is not None:
+                self._keep_what_was_read(job)
         except KdRequestError as error:  # deciding what to read failed
             carry_on = not driver.closed.is_set()
+            self._stopped(path, str(error), resumable=True)
+        except KdUsageError as error:  # the target left its stop while the dump was prepared
+            carry_on = False
             self._stopped(path, str(error), resumable=True)
         except (OSError, DumpProgressError) as error:
             self._stopped(path, f"cannot write the dump: {error}", resumable=True)
@@ -259,8 +307,25 @@ class TargetDumps:
         finally:
             self.job = None
             self._task = None
+            if partial is not None:
+                # Its files stay to be resumed or finished; the next PartialDump opens them.
+                # A failing flush here was reported above, and close() closes regardless.
+                with contextlib.suppress(OSError):
+                    partial.close()
         if carry_on:
             await then()
+
+    def _keep_what_was_read(self, job: DumpJob) -> None:
+        """The dump's stop is gone, so it cannot resume: what was read becomes a bitmap dump
+        (dump_written), and a dump that read nothing goes."""
+        try:
+            if job.partial.pages_present:
+                job.finalise()
+            else:
+                job.partial.discard()
+        except OSError as error:
+            # The partial dump stays; finish_stale finishes it when the target runs again.
+            log.warning("%s: cannot finish the dump %s: %s", self.target_id, job.path, error)
 
     async def _pages(self, driver: KdDriver, facts: DumpFacts, kind: str) -> list[int]:
         if kind == "full":

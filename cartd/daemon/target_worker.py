@@ -169,13 +169,12 @@ class TargetWorker:
         driver.command(lambda now: driver.host.break_in(now))
 
     def _refuse_while_dumping(self, what: str) -> None:
-        job = self.dumps.job
-        if job is not None:
+        if self.dumps.busy:
             raise CommandRefused(
                 "target_busy",
-                f"{self.session.target_id}: a dump is being read ({job.pages_done} of "
-                f"{job.pages_total} pages); {what} once it is written, or stop it with "
-                f"`cartd dump --cancel {self.session.target_id}` (what was read is kept)",
+                f"{self.session.target_id}: {self.dumps.busy_text()}; {what} once it is "
+                f"written, or stop it with `cartd dump --cancel {self.session.target_id}` "
+                "(what was read is kept)",
             )
 
     async def go(self) -> None:
