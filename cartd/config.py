@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+from cartd.kd.dump_plans import TriageTier
 from cartd.kd.kdnet.keys import KdnetKeyError, parse_key
 
 DEFAULT_CONFIG_PATH = Path("/etc/cartd/cartd.toml")
@@ -74,6 +75,8 @@ class CaptureConfig:
     wire_capture: bool = True
     # A triage dump reads the most useful pages first and stops at this size.
     triage_max_mb: int = 32
+    # What a triage dump holds, most important first (cartd.kd.dump_plans.TriageTier values).
+    triage_tiers: tuple[str, ...] = tuple(tier.value for tier in TriageTier)
     # A dump stops (and keeps what it has read) when the disk has less than this left.
     dump_min_free_mb: int = 64
 
@@ -507,6 +510,17 @@ def _baud_rates(value: object) -> tuple[int, ...]:
     return _distinct(value)
 
 
+def _triage_tiers(value: object) -> tuple[str, ...]:
+    names = [tier.value for tier in TriageTier]
+    what = "a list of " + ", ".join(repr(name) for name in names)
+    if not isinstance(value, list) or not value:
+        raise _Invalid(_expected(what, value))
+    for item in value:
+        if item not in names:
+            raise _Invalid(_expected(what, item))
+    return _distinct(value)
+
+
 def _distinct(items: list[Any]) -> tuple[Any, ...]:
     seen = set()
     for item in items:
@@ -602,6 +616,7 @@ _SECTIONS: dict[str, dict[str, _Convert]] = {
         "fsync_interval": _seconds,
         "wire_capture": _boolean,
         "triage_max_mb": _integer(1),
+        "triage_tiers": _triage_tiers,
         "dump_min_free_mb": _integer(0),
     },
     "kdnet": {

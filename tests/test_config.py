@@ -261,6 +261,21 @@ def test_the_example_documents_every_setting() -> None:
 # --- Malformed files: one message each, naming file, line and key -------------------------------
 
 MALFORMED = [
+    pytest.param(
+        '[capture]\ntriage_tiers = ["core", "stacks"]\n',
+        2,
+        "capture.triage_tiers",
+        "expected a list of 'core', 'kernel images', 'module list', 'dbgprint buffer', "
+        "'processes', 'module debug info', 'kernel unwind data', 'kernel sections', got 'stacks'",
+        id="unknown-triage-tier",
+    ),
+    pytest.param(
+        '[policy]\ndump_on_bugcheck = "always"\n',
+        2,
+        "policy.dump_on_bugcheck",
+        "expected 'auto', 'triage', 'full' or 'none', got 'always'",
+        id="unknown-dump-policy",
+    ),
     # TOML syntax (tomllib's position, our wording; no key to name).
     pytest.param(
         'replay_events = 1\n[serial]\nports = = "auto"\n',

@@ -38,6 +38,7 @@ from cartd.daemon.kdnet_link import KdnetLink
 from cartd.daemon.serial_link import SerialLink
 from cartd.daemon.target_dumps import DumpSettings, TargetDumps
 from cartd.daemon.target_worker import TargetWorker
+from cartd.kd.dump_plans import TriageTier
 from cartd.kd.kdnet.keys import KdnetKeyError, parse_key
 from cartd.links.serial_ports import find_serial_ports
 from cartd.session.policy import CommandRefused, TargetSession
@@ -258,6 +259,7 @@ class Daemon:
                 dumps_dir=dumps_dir(self.config.state_dir, target_id),
                 comment=f"{server_name()} over {link}",
                 triage_max_pages=capture.triage_max_mb * (1 << 20) // PAGE_SIZE,
+                triage_tiers=tuple(TriageTier(name) for name in capture.triage_tiers),
                 min_free_bytes=capture.dump_min_free_mb << 20,
                 bytes_per_second=None if kdnet else SERIAL_DUMP_BYTES_PER_SECOND,
             ),

@@ -26,7 +26,7 @@ from cartd.capture.layout import session_stamp
 from cartd.daemon.dump_job import DumpInterrupted, DumpJob, DumpPlan, header_from_facts, stop_key
 from cartd.daemon.host_driver import KdDriver, KdRequestError
 from cartd.kd.bugcheck_codes import BugcheckInfo
-from cartd.kd.dump_plans import DumpFacts, TriageConfig
+from cartd.kd.dump_plans import DumpFacts, TriageConfig, TriageTier
 from cartd.kd.errors import KdUsageError
 from cartd.session.policy import CommandRefused
 
@@ -44,6 +44,7 @@ class DumpSettings:
     dumps_dir: Path
     comment: str  # in every dump's header: cartd, its version and the link
     triage_max_pages: int
+    triage_tiers: tuple[TriageTier, ...]
     min_free_bytes: int
     # What the link reads, for estimates before a dump has measured it: None for "unknown".
     bytes_per_second: float | None
@@ -334,7 +335,9 @@ class TargetDumps:
                 for run in sorted(facts.physical_memory.runs, key=lambda run: run.base_page)
                 for pfn in range(run.base_page, run.base_page + run.page_count)
             ]
-        config = TriageConfig(max_pages=self.settings.triage_max_pages)
+        config = TriageConfig(
+            max_pages=self.settings.triage_max_pages, tiers=self.settings.triage_tiers
+        )
         return list((await driver.triage_pages(facts, config)).pfns)
 
     def _stopped(self, path: Path, reason: str, *, resumable: bool) -> None:
