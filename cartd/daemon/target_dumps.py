@@ -261,6 +261,9 @@ class TargetDumps:
             if path.with_name(path.name + _PARTIAL_SUFFIX).exists():
                 partial = PartialDump.open(path)
             else:
+                problem = self._space_problem(len(pages) * PAGE_SIZE)
+                if problem is not None:  # checked before a dump starts, and while it runs
+                    raise _NoSpace(problem)
                 partial = PartialDump.create(path, header)
             job = DumpJob(
                 target_id=self.target_id,
@@ -286,6 +289,8 @@ class TargetDumps:
             )
             await job.run(driver)
             self._measured_rate = job.average_rate() or self._measured_rate
+        except _NoSpace as error:
+            self._stopped(path, str(error), resumable=False)  # the target's policy goes on
         except DumpInterrupted as error:
             # A stop that is gone takes its decision (continue, reboot) with it.
             carry_on = error.resumable and not driver.closed.is_set()
@@ -349,18 +354,23 @@ class TargetDumps:
         )
 
     def _check_space(self, size: int) -> None:
+        problem = self._space_problem(size)
+        if problem is not None:
+            raise CommandRefused("no_space", f"{self.target_id}: {problem}")
+
+    def _space_problem(self, size: int) -> str | None:
+        """Why a dump of `size` bytes does not fit on the disk, or None if it does."""
         try:
             free = shutil.disk_usage(self.settings.dumps_dir.parent).free
         except OSError:
-            return
-        needed = size + self.settings.min_free_bytes
-        if free < needed:
-            raise CommandRefused(
-                "no_space",
-                f"{self.target_id}: the dump needs {size >> 20} MiB and the disk has "
-                f"{free >> 20} MiB free (keeping {self.settings.min_free_bytes >> 20} MiB, "
-                "dump_min_free_mb): free some space or ask for a triage dump",
-            )
+            return None
+        if free >= size + self.settings.min_free_bytes:
+            return None
+        return (
+            f"the dump needs {size >> 20} MiB and the disk has {free >> 20} MiB free (keeping "
+            f"{self.settings.min_free_bytes >> 20} MiB, dump_min_free_mb): free some space or "
+            "ask for a triage dump"
+        )
 
     # --- the files --------------------------------------------------------------------------
 
@@ -388,6 +398,10 @@ class TargetDumps:
         self.settings.dumps_dir.mkdir(parents=True, exist_ok=True)
         stamp = session_stamp(datetime.now(UTC))
         return self.settings.dumps_dir / f"{stamp}-{facts.bugcheck_code:#x}-{kind}-{key}.dmp"
+
+
+class _NoSpace(Exception):
+    """The disk cannot hold the dump: it does not start (the message says how much it needs)."""
 
 
 def _kind_of(path: Path) -> str:
