@@ -59,6 +59,7 @@ def write_config(
     fsync_interval: float = 0.1,
     baud_rates: Sequence[int] = (115200,),
     active_probe: Sequence[str] = (),
+    dump_on_bugcheck: str | None = None,
 ) -> Path:
     """A config file as an operator would write one (JSON strings are TOML basic strings)."""
     lines = []
@@ -78,6 +79,8 @@ def write_config(
         "[kdnet]",
         "ports = []",
     ]
+    if dump_on_bugcheck is not None:
+        lines += ["[policy]", f"dump_on_bugcheck = {json.dumps(dump_on_bugcheck)}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 

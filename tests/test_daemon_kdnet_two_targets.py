@@ -45,7 +45,8 @@ async def test_two_kdnet_targets_boot_bugcheck_and_reboot(tmp_path: Path) -> Non
         state_dir=tmp_path,
         state_dir_given=True,
         serial=SerialConfig(ports=()),
-        policy=Policy(on_bugcheck="continue"),
+        # No dumps: the two bugchecks are continued at once (tests/test_dump_* cover dumps).
+        policy=Policy(on_bugcheck="continue", dump_on_bugcheck="none"),
         kdnet=KdnetConfig(
             ports=tuple(ports), interface=LOOPBACK, keys=dict(zip(ports, KEYS, strict=True))
         ),

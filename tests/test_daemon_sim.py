@@ -45,7 +45,11 @@ SCENARIO = Scenario(
 async def test_daemon_records_and_drives_a_simulated_target(tmp_path: Path) -> None:
     sim = start_sim(SCENARIO, seed=7)
     state = tmp_path / "s"
-    config = load_test_config(write_config(tmp_path / "cartd.toml", ports=[sim.slave_path]), state)
+    # No dump at the bugcheck (tests/test_dump_sim.py has those): `cartd go` right after it.
+    config_path = write_config(
+        tmp_path / "cartd.toml", ports=[sim.slave_path], dump_on_bugcheck="none"
+    )
+    config = load_test_config(config_path, state)
     target = "pts-" + sim.slave_path.rsplit("/", 1)[1]
     link = f"serial:{sim.slave_path}"
     cli = ("--state-dir", str(state))
