@@ -38,13 +38,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kdnet_throughput import stopped_pair
+from late_delivery import LateDelivery
 
 from cartd import events as ev
 from cartd.config import CaptureConfig, Config, KdnetConfig, SerialConfig
@@ -173,35 +173,17 @@ async def triage_over_serial(work: Path) -> str:
 
 class DelayedKdnetSimServer(KdnetSimServer):
     """The simulated target, with every datagram it receives handled `delay` seconds late, in
-    arrival order (one FIFO and one timer: a reordered datagram is dropped as a replay)."""
+    arrival order."""
 
     def __init__(self, *args: Any, delay: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._delay = delay
-        self._delayed: deque[tuple[float, bytes, tuple[str | int, ...]]] = deque()
-        self._delay_timer: asyncio.TimerHandle | None = None
+        self._late = LateDelivery(delay, super().datagram_received)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        if self._delay <= 0:
-            super().datagram_received(data, addr)
-            return
-        loop = asyncio.get_running_loop()
-        self._delayed.append((loop.time() + self._delay, data, addr))
-        if self._delay_timer is None:
-            self._delay_timer = loop.call_at(self._delayed[0][0], self._deliver)
-
-    def _deliver(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._delay_timer = None
-        while self._delayed and self._delayed[0][0] <= loop.time():
-            _, data, addr = self._delayed.popleft()
-            super().datagram_received(data, addr)
-        if self._delayed:
-            self._delay_timer = loop.call_at(self._delayed[0][0], self._deliver)
+        self._late.receive(data, addr)
 
     def close(self) -> None:
-        if self._delay_timer is not None:
-            self._delay_timer.cancel()
+        self._late.cancel()
         super().close()
 
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections import deque
+
+from late_delivery import LateDelivery
 
 from cartd.daemon.kdnet_driver import KdnetDriver
 from cartd.kd.dialect import KDNET, KDNET_MAX_TRANSFER
@@ -49,39 +50,14 @@ STOP_TIMEOUT = 20.0
 
 
 class DelayedKdnetDriver(KdnetDriver):
-    """The host, with every received datagram delivered `delay` seconds late, in arrival
-    order. One FIFO and one timer, because two call_later handles due at the same instant may
-    run in either order, and a reordered datagram is dropped as a replay."""
+    """The host, with every received datagram delivered `delay` seconds late, in order."""
 
     def __init__(self, kdnet: KdnetHost, *, delay: float) -> None:
         super().__init__(kdnet)
-        self._delay = delay
-        self._delayed: deque[tuple[float, bytes, tuple[str | int, ...]]] = deque()
-        self._delay_timer: asyncio.TimerHandle | None = None
-        # How late the event loop delivered, beyond `delay`: its timers wake on whole
-        # milliseconds (epoll), which a 1 ms delay feels.
-        self.lateness = 0.0
-        self.delivered = 0
+        self.late = LateDelivery(delay, super().datagram_received)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        if self._delay <= 0:
-            super().datagram_received(data, addr)
-            return
-        loop = asyncio.get_running_loop()
-        self._delayed.append((loop.time() + self._delay, data, addr))
-        if self._delay_timer is None:
-            self._delay_timer = loop.call_at(self._delayed[0][0], self._deliver)
-
-    def _deliver(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._delay_timer = None
-        while self._delayed and self._delayed[0][0] <= loop.time():
-            due, data, addr = self._delayed.popleft()
-            self.lateness += loop.time() - due
-            self.delivered += 1
-            super().datagram_received(data, addr)
-        if self._delayed:
-            self._delay_timer = loop.call_at(self._delayed[0][0], self._deliver)
+        self.late.receive(data, addr)
 
 
 async def next_stop(driver: KdnetDriver) -> StateChanged:
@@ -139,7 +115,7 @@ async def read_goodput(delay: float) -> tuple[float, float, float]:
         # Checked after the clock stopped: every piece complete and as the machine holds it.
         for offset, data in zip(offsets, got, strict=True):
             assert data == machine.read_virtual(module.base + offset, KDNET_MAX_TRANSFER)
-        late = driver.lateness / driver.delivered if driver.delivered else 0.0
+        late = driver.late.lateness / driver.late.delivered if driver.late.delivered else 0.0
         return pieces * KDNET_MAX_TRANSFER / elapsed, pieces / elapsed, late
     finally:
         server.close()
