@@ -57,6 +57,11 @@ async def test_the_dashboard_and_the_keys_drive_a_running_target(tmp_path: Path)
                 assert target in text
                 assert "build 22621 x64" in text
                 assert f"serial {sim.slave_path} at 115200 baud" in text
+                # Past its boot (its module loads and first prints) before the break-in: a
+                # break-in in the target's first half second is a case of its own (see the
+                # closing note of issue 5), not what this test is about.
+                lines = app.model.target(target).console.lines
+                await until(pilot, lambda: any("heartbeat 2," in x.text for x in lines), "booted")
 
                 await pilot.press("b")
                 await until(
@@ -78,7 +83,6 @@ async def test_the_dashboard_and_the_keys_drive_a_running_target(tmp_path: Path)
                 await pilot.press("enter")
                 await until(pilot, lambda: isinstance(app.screen, TargetScreen), "target view")
                 console = app.screen.query_one("#console-view", LineView)
-                lines = app.model.target(target).console.lines
                 await until(
                     pilot,
                     lambda: any("heartbeat 3," in line.text for line in lines),
