@@ -63,17 +63,16 @@ class TargetWorker:
         """Follow one connection until its link closes."""
         self._driver = driver
         self.session.link_up()
+        events = asyncio.ensure_future(self._follow(driver))
+        closed = asyncio.ensure_future(driver.closed.wait())
         try:
-            events = asyncio.ensure_future(self._follow(driver))
-            closed = asyncio.ensure_future(driver.closed.wait())
-            done, pending = await asyncio.wait(
-                {events, closed}, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in pending:
-                task.cancel()
+            done, _ = await asyncio.wait({events, closed}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # re-raises whatever ended the event loop of this connection
         finally:
+            # Also when this task is cancelled (the daemon stopping): nothing left pending.
+            events.cancel()
+            closed.cancel()
             self._driver = None
             self.session.link_down()
 
