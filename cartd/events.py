@@ -202,10 +202,27 @@ class ProtocolNoise(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OwnerChanged(Event):
+    """Who drives the target: the daemon's session ("cartd") or a remote debugger attached
+    through the relay, named by its SSH user and peer when known."""
+
     type: ClassVar[str] = "owner_changed"
     target: str
     owner: str  # "cartd" (the daemon's session) or who took it
     previous: str
+    reason: str = ""
+    peer: str = ""  # the remote debugger's address: "tcp 127.0.0.1:53122" or "unix socket"
+    user: str = ""  # its local user (the SSH user of a tunnel), when known
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteRefused(Event):
+    """A remote debugger was turned away from the relay (the target has an owner)."""
+
+    type: ClassVar[str] = "remote_refused"
+    target: str
+    peer: str
+    user: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -297,6 +314,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Prompt,
         ProtocolNoise,
         OwnerChanged,
+        RemoteRefused,
         CaptureError,
         CaptureResumed,
         DumpStarted,
@@ -408,7 +426,11 @@ def describe(event: Event) -> str:
             totals = ", ".join(f"{kind} {count}" for kind, count in sorted(event.counters.items()))
             return f"line noise so far: {totals}"
         case OwnerChanged():
-            return f"owner: {event.owner} (was {event.previous or 'nobody'})"
+            because = f": {event.reason}" if event.reason else ""
+            return f"owner: {event.owner} (was {event.previous or 'nobody'}){because}"
+        case RemoteRefused():
+            who = event.user or "unknown user"
+            return f"remote debugger {who} ({event.peer}) refused: {event.reason}"
         case CaptureError():
             return f"RECORDING PAUSED: {event.error}"
         case CaptureResumed():

@@ -19,6 +19,7 @@ class DebugPrint:
 
     data: bytes
     processor: int
+    payload: bytes = b""  # the KD_DEBUG_IO packet's payload as received (for the relay)
 
     @property
     def text(self) -> str:
@@ -34,6 +35,7 @@ class StateChanged:
     first_chance: bool
     # Set for BUGCHECK_FIRST/SECOND: from KiBugCheckData, else from the Fatal System Error print.
     bugcheck: BugcheckInfo | None = None
+    payload: bytes = b""  # the STATE_CHANGE64 packet's payload as received (for the relay)
 
     @property
     def processor(self) -> int:
@@ -58,6 +60,7 @@ class PromptReceived:
     prompt: bytes
     max_length: int
     processor: int
+    payload: bytes = b""  # the KD_DEBUG_IO packet's payload as received (for the relay)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +69,14 @@ class FileIoRefused:
 
     api: int
     file_name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileIoReceived:
+    """The target asked for a file while a remote debugger owns it (`KdHost.relaying`): the
+    request is for that debugger to answer (`KdHost.relay_reply`)."""
+
+    payload: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +116,7 @@ HostEvent = (
     | TargetRebooted
     | PromptReceived
     | FileIoRefused
+    | FileIoReceived
     | TraceReceived
     | ProtocolNoise
     | RequestCompleted

@@ -38,10 +38,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
-from cartd.kd import dump_plans
+from cartd.kd import dump_plans, relay_plans
 from cartd.kd import host_plans as plans
 from cartd.kd.bugcheck import (
     FatalSystemErrorScanner,
@@ -65,6 +65,7 @@ from cartd.kd.dialect import SERIAL, KdDialect, PacketOutput
 from cartd.kd.errors import KdDecodeError, KdUsageError
 from cartd.kd.events import (
     DebugPrint,
+    FileIoReceived,
     FileIoRefused,
     HostEvent,
     PromptReceived,
@@ -110,6 +111,9 @@ _RESUMING_APIS = frozenset(
 )
 
 
+# A request answered by a new state change (from the processor asked for) instead of a reply.
+_NO_REPLY_APIS = _RESUMING_APIS | {ManipulateApi.SWITCH_PROCESSOR}
+
 # RESETs sent after a Continue until the target is heard (rule 7).
 RESUME_PROBES = 3
 
@@ -128,6 +132,10 @@ class _Operation:
     pending: ManipulateMessage | None = None
     # Internal operations (stop analysis) report through `on_done` instead of events.
     on_done: Callable[[object], None] | None = None
+    # A relayed request (`relay_request`): its first packet goes out as the remote debugger
+    # wrote it, and a reply passed on unchanged goes back as the target wrote it.
+    relay: tuple[ManipulateMessage, bytes] | None = None
+    last_reply: tuple[ManipulateMessage, bytes] | None = None
 
 
 @dataclass(slots=True)
@@ -150,7 +158,7 @@ class _InFlight:
 
     @property
     def expects_reply(self) -> bool:
-        return self.request is not None and self.request.api not in _RESUMING_APIS
+        return self.request is not None and self.request.api not in _NO_REPLY_APIS
 
 
 @dataclass(slots=True)
@@ -209,6 +217,10 @@ class KdHost:
             max_transfer=max_transfer,
         )
         self._analyse_stops = analyse_stops
+        # True while a remote debugger owns the target through the relay: the target's file
+        # requests (KD_FILE_IO) go to it (FileIoReceived) instead of being refused here.
+        self.relaying = False
+        self._stop_payload = b""
         self._decoder = PacketDecoder()
         self._events: deque[HostEvent] = deque()
         self._output = PacketOutput(dialect)
@@ -460,6 +472,24 @@ class KdHost:
         message = self._requests().message(ManipulateApi.CAUSE_BUGCHECK)
         return self._submit(plans.send_only(message), now, resumes=True)
 
+    def relay_request(self, payload: bytes, *, now: float) -> int:
+        """A remote debugger's STATE_MANIPULATE payload, passed on as it is (a read larger
+        than this hop allows is split: `cartd.kd.relay_plans`). Result: the reply payload for
+        it, or None for requests that have no reply (Continue, Reboot, SwitchProcessor).
+        Raises KdDecodeError for a payload too short to be a request."""
+        message = pull_manipulate(payload)
+        resumes = message.api in _RESUMING_APIS
+        plan = relay_plans.relay(message, self._tuning.max_transfer)
+        return self._submit(plan, now, resumes=resumes, relay=(message, payload))
+
+    def relay_reply(self, packet_type: int, payload: bytes, *, now: float) -> None:
+        """A remote debugger's answer to a prompt (KD_DEBUG_IO) or a file request
+        (KD_FILE_IO), passed on as it is."""
+        if packet_type not in (PacketType.KD_DEBUG_IO, PacketType.KD_FILE_IO):
+            raise KdUsageError(f"packet type {packet_type} is not an answer the target waits for")
+        self._replies.append((packet_type, payload))
+        self._pump(now)
+
     def request(self, message: ManipulateMessage, *, now: float) -> int:
         """Send any manipulate request as is; the result is the decoded reply (or None for
         the APIs that have no reply). ReturnStatus is not checked."""
@@ -481,14 +511,21 @@ class KdHost:
             raise KdUsageError(f"the target is {self.state.value}; requests need a stopped target")
         return self._stop
 
-    def _submit(self, plan: plans.Plan, now: float, *, resumes: bool = False) -> int:
+    def _submit(
+        self,
+        plan: plans.Plan,
+        now: float,
+        *,
+        resumes: bool = False,
+        relay: tuple[ManipulateMessage, bytes] | None = None,
+    ) -> int:
         """Queue a plan. `resumes`: it ends the stop, so nothing may be queued after it."""
         self._require_stopped()
         if resumes:
             self.state = TargetState.RESUMING
         token = self._next_token
         self._next_token += 1
-        operation = _Operation(token, plan)
+        operation = _Operation(token, plan, relay=relay)
         if self._start_operation(operation):
             self._operations.append(operation)
         self._pump(now)
@@ -504,6 +541,10 @@ class KdHost:
         return True
 
     def _finish(self, operation: _Operation, result: object) -> None:
+        if operation.relay is not None and isinstance(result, ManipulateMessage):
+            # A relayed reply: the target's own bytes when the plan passed its reply on.
+            last = operation.last_reply
+            result = last[1] if last is not None and last[0] is result else push_manipulate(result)
         if operation.on_done is not None:
             operation.on_done(result)
         else:
@@ -556,9 +597,13 @@ class KdHost:
             if message is None:
                 continue
             operation.pending = None
-            self._send_data(
-                PacketType.KD_STATE_MANIPULATE, push_manipulate(message), message, operation, now
-            )
+            relay = operation.relay
+            # A relayed request goes out as written; ours, or a piece of a split one, encoded.
+            if relay is not None and message is relay[0]:
+                payload = relay[1]
+            else:
+                payload = push_manipulate(message)
+            self._send_data(PacketType.KD_STATE_MANIPULATE, payload, message, operation, now)
             return
 
     def _send_data(
@@ -637,6 +682,8 @@ class KdHost:
         operation = flight.operation
         if operation is not None and flight.api in _RESUMING_APIS:
             self._resumed(operation, now)
+        elif operation is not None and flight.request is not None:
+            self._advance(operation, None)  # SwitchProcessor: a new stop comes instead
 
     def _resumed(self, operation: _Operation, now: float) -> None:
         self.state = TargetState.RUNNING
@@ -751,13 +798,16 @@ class KdHost:
         kind = packet.packet_type
         try:
             if kind == PacketType.KD_STATE_MANIPULATE:
-                self._on_reply(pull_manipulate(packet.payload), now)
+                self._on_reply(pull_manipulate(packet.payload), packet.payload)
             elif kind == PacketType.KD_STATE_CHANGE64:
                 self._on_state_change(packet, now)
             elif kind == PacketType.KD_DEBUG_IO:
                 self._on_debug_io(packet.payload, now)
             elif kind == PacketType.KD_FILE_IO:
                 request = pull_file_io(packet.payload)
+                if self.relaying:
+                    self._events.append(FileIoReceived(payload=packet.payload))
+                    return
                 self._replies.append((PacketType.KD_FILE_IO, no_such_file_reply(request)))
                 self._events.append(
                     FileIoRefused(api=request.api, file_name=request.file_name or "")
@@ -774,7 +824,9 @@ class KdHost:
         if self.state is TargetState.UNKNOWN:
             self.state = TargetState.RUNNING
         if message.api == DebugIoApi.PRINT_STRING:
-            self._events.append(DebugPrint(data=message.string, processor=message.processor))
+            self._events.append(
+                DebugPrint(data=message.string, processor=message.processor, payload=payload)
+            )
             found = self._fatal_scanner.feed(message.string.decode("latin-1"))
             if found is not None:
                 self._fatal_print = found
@@ -784,16 +836,19 @@ class KdHost:
                     prompt=message.string,
                     max_length=message.length_of_string_read,
                     processor=message.processor,
+                    payload=payload,
                 )
             )
         else:
             self._count("unsupported_packet")
 
-    def _on_reply(self, reply: ManipulateMessage, now: float) -> None:
+    def _on_reply(self, reply: ManipulateMessage, payload: bytes) -> None:
         flight = self._in_flight
         if flight is None or flight.request is None or not _answers(flight.request, reply):
             self._count("unexpected_reply")
             return
+        if flight.operation is not None and flight.operation.relay is not None:
+            flight.operation.last_reply = (reply, payload)
         if not flight.acked:
             # The reply proves the request arrived (rizin's rule).
             self._next_id = self.dialect.next_id(self._next_id)
@@ -828,6 +883,7 @@ class KdHost:
             self._abandon_all("the target reported a new stop")
         self.state = TargetState.STOPPED
         self._stop = stop
+        self._stop_payload = packet.payload
         self._stop_reported = False
         fatal_print, self._fatal_print = self._fatal_print, None
         break_in_requested, self._break_in_requested = self._break_in_requested, False
@@ -846,7 +902,7 @@ class KdHost:
     def _analysis_done(self, result: object) -> None:
         if isinstance(result, StateChanged):
             self._stop_reported = True
-            self._events.append(result)
+            self._events.append(replace(result, payload=self._stop_payload))
 
     def _held_timeout(self, now: float) -> None:
         held = self._held

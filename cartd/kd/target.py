@@ -31,6 +31,7 @@ and waiting for its ACK, or waiting for a packet of one type. The rules, from sp
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
@@ -39,6 +40,7 @@ from cartd.kd.constants import (
     BREAKIN_BYTE,
     CONTROL_PACKET_ID,
     INITIAL_PACKET_ID,
+    DebugIoApi,
     NewState,
     PacketType,
 )
@@ -101,16 +103,19 @@ class BreakInRequested:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ManipulateReceived:
     message: ManipulateMessage
+    payload: bytes = b""  # as received (the relay passes it on unchanged)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PromptAnswered:
     text: bytes
+    payload: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FileIoAnswered:
     message: FileIoMessage
+    payload: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +147,7 @@ class _Sending:
     payload: bytes
     packet_id: int
     deadline: float
+    first_sent: float
 
 
 class KdTarget:
@@ -184,6 +190,12 @@ class KdTarget:
     @property
     def stopped(self) -> bool:
         return self._awaiting == PacketType.KD_STATE_MANIPULATE
+
+    @property
+    def unanswered_since(self) -> float | None:
+        """When the packet now on its way was first sent (None when nothing waits for an
+        ACK): how long the debugger has not answered."""
+        return self._sending.first_sent if self._sending is not None else None
 
     @property
     def idle(self) -> bool:
@@ -274,6 +286,40 @@ class KdTarget:
     def send_file_io(self, message: FileIoMessage, now: float) -> None:
         self._enqueue(Outgoing.FILE_IO, PacketType.KD_FILE_IO, push_file_io(message), now)
 
+    def send_packet(self, packet_type: int, payload: bytes, now: float) -> bool:
+        """Send a packet another target sent, as it is (cartd's relay toward a remote
+        debugger); the rules for its kind are those of the packet itself. False if a DbgPrint
+        or LoadSymbols report was dropped because the debugger is absent."""
+        kind = _kind_of(packet_type, payload)
+        if kind in _GIVES_UP and kind is not Outgoing.FILE_IO and not self.debugger_present:
+            return False
+        if kind is Outgoing.REPLY and not self.stopped:
+            raise KdUsageError("replies are sent only while the target is stopped")
+        self._enqueue(kind, packet_type, payload, now)
+        return True
+
+    @property
+    def queued(self) -> int:
+        """Packets waiting behind the one on its way."""
+        return len(self._queue)
+
+    def drop_queued_prints(self, keep: int) -> int:
+        """Forget the oldest queued DbgPrints beyond `keep` (a debugger that reads slower than
+        the target prints); returns how many were dropped."""
+        prints = sum(1 for kind, _, _ in self._queue if kind is Outgoing.PRINT)
+        excess = prints - keep
+        if excess <= 0:
+            return 0
+        kept: deque[tuple[Outgoing, int, bytes]] = deque()
+        dropped = 0
+        for item in self._queue:
+            if item[0] is Outgoing.PRINT and dropped < excess:
+                dropped += 1
+                continue
+            kept.append(item)
+        self._queue = kept
+        return dropped
+
     def reply(self, message: ManipulateMessage, now: float) -> None:
         """Answer a ManipulateReceived while stopped."""
         if not self.stopped:
@@ -327,7 +373,7 @@ class KdTarget:
         kind, packet_type, payload = self._queue.popleft()
         if packet_type == PacketType.KD_STATE_CHANGE64:
             self._last_stop = payload
-        self._sending = _Sending(kind, packet_type, payload, self._next_id, now)
+        self._sending = _Sending(kind, packet_type, payload, self._next_id, now, now)
         self._retries_left = self._retries
         self._transmit(self._sending, now)
 
@@ -367,7 +413,12 @@ class KdTarget:
         if self._last_stop is None or self._sending is not None:
             return
         self._sending = _Sending(
-            Outgoing.EXCEPTION, PacketType.KD_STATE_CHANGE64, self._last_stop, self._next_id, now
+            Outgoing.EXCEPTION,
+            PacketType.KD_STATE_CHANGE64,
+            self._last_stop,
+            self._next_id,
+            now,
+            now,
         )
         self._transmit(self._sending, now)
 
@@ -444,11 +495,12 @@ class KdTarget:
         self._go_idle_if_done()
 
     def _decode_awaited(self, packet: KdPacket) -> TargetEvent:
+        payload = packet.payload
         if packet.packet_type == PacketType.KD_STATE_MANIPULATE:
-            return ManipulateReceived(message=pull_manipulate(packet.payload))
+            return ManipulateReceived(message=pull_manipulate(payload), payload=payload)
         if packet.packet_type == PacketType.KD_DEBUG_IO:
-            return PromptAnswered(text=pull_debug_io(packet.payload).string_read)
-        return FileIoAnswered(message=pull_file_io(packet.payload))
+            return PromptAnswered(text=pull_debug_io(payload).string_read, payload=payload)
+        return FileIoAnswered(message=pull_file_io(payload), payload=payload)
 
     def _send_control(self, packet_type: int, packet_id: int = CONTROL_PACKET_ID) -> None:
         if packet_type == PacketType.KD_RESET:
@@ -460,3 +512,19 @@ class KdTarget:
 
     def _count(self, kind: str, amount: int = 1) -> None:
         self.noise_counters[kind] = self.noise_counters.get(kind, 0) + amount
+
+
+_U32 = struct.Struct("<I")
+
+
+def _kind_of(packet_type: int, payload: bytes) -> Outgoing:
+    """What a packet is, from its type and first field (NewState, or the debug I/O ApiNumber)."""
+    first = _U32.unpack_from(payload)[0] if len(payload) >= _U32.size else 0
+    if packet_type == PacketType.KD_STATE_CHANGE64:
+        is_load = (first & 0xFFFF) == NewState.LOAD_SYMBOLS
+        return Outgoing.LOAD_SYMBOLS if is_load else Outgoing.EXCEPTION
+    if packet_type == PacketType.KD_DEBUG_IO:
+        return Outgoing.PRINT if first == DebugIoApi.PRINT_STRING else Outgoing.PROMPT
+    if packet_type == PacketType.KD_FILE_IO:
+        return Outgoing.FILE_IO
+    return Outgoing.REPLY
