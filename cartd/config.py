@@ -93,6 +93,27 @@ class KdnetConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RelayConfig:
+    """The KD relay: where a remote debugger attaches to a target (through an SSH tunnel).
+
+    KD gives whoever speaks it full control of the target, so the relay listens on the
+    loopback address unless `bind` says otherwise (and then the daemon warns in the log)."""
+
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    # Targets get ports from here on in the order they first appear; the choice is kept in
+    # <state_dir>/relay-ports.json so a target keeps its port across restarts.
+    first_port: int = 5800
+    ports: Mapping[str, int] = field(default_factory=dict)  # fixed ports by target id
+    # A remote debugger that leaves a packet unacknowledged this long loses the target.
+    silence_seconds: float = 30.0
+
+    @property
+    def loopback_only(self) -> bool:
+        return ipaddress.ip_address(self.bind).is_loopback
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The daemon's whole configuration; `Config()` is what it runs with when there is no file."""
 
@@ -106,6 +127,7 @@ class Config:
     targets: Mapping[str, Policy] = field(default_factory=dict)  # complete, [policy] filled in
     capture: CaptureConfig = CaptureConfig()
     kdnet: KdnetConfig = field(default_factory=KdnetConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
     source: Path | None = None  # the file this came from; None when it is all defaults
 
     def control_socket_path(self) -> Path:
@@ -205,6 +227,7 @@ def _read_file(path: Path, data: bytes) -> Config:
         },
         capture=CaptureConfig(**sections.get("capture", {})),
         kdnet=KdnetConfig(**sections.get("kdnet", {})),
+        relay=RelayConfig(**sections.get("relay", {})),
         source=path,
     )
 
@@ -565,6 +588,24 @@ def _ip_address(value: object) -> str:
         raise _Invalid(_expected('an IP address such as "0.0.0.0" or "10.0.0.2"', value)) from None
 
 
+def _relay_ports(value: object) -> dict[str, int]:
+    """Target id -> TCP port."""
+    if not isinstance(value, dict):
+        raise _Invalid(
+            _expected('a table of ports by target id, e.g. { "kdnet-50000" = 5801 }', value)
+        )
+    ports: dict[str, int] = {}
+    for target_id, port in value.items():
+        if not _TARGET_ID.fullmatch(target_id):
+            raise _Invalid(_expected(_TARGET_ID_DESCRIPTION, target_id))
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise _Invalid(f"the port of {target_id!r} is not a TCP port from 1 to 65535")
+        if port in ports.values():
+            raise _Invalid(f"port {port} is given to two targets")
+        ports[target_id] = port
+    return ports
+
+
 def _kdnet_keys(value: object) -> dict[int, str]:
     """Port -> key. A bad key is described without repeating it: keys must not reach logs."""
     if not isinstance(value, dict):
@@ -623,6 +664,13 @@ _SECTIONS: dict[str, dict[str, _Convert]] = {
         "ports": _udp_ports,
         "interface": _ip_address,
         "keys": _kdnet_keys,
+    },
+    "relay": {
+        "enabled": _boolean,
+        "bind": _ip_address,
+        "first_port": _integer(1, 65535),
+        "ports": _relay_ports,
+        "silence_seconds": _seconds,
     },
 }
 

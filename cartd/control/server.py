@@ -17,15 +17,9 @@ before listen() is refused, so nobody outside the control group can slip in whil
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
-import grp
+import contextvars
 import importlib.metadata
 import logging
-import os
-import socket
-import stat
-import struct
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,17 +39,21 @@ from cartd.control.protocol import (
     parse_request,
 )
 from cartd.control.registry import Method, MethodRegistry, Param, Params
+from cartd.control.socket_file import SocketFile, SocketFileError, peer_credentials
 from cartd.events import Event
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTROL_GROUP = "cartd"
+# The credentials of the client a connection's task serves (each connection is its own task,
+# so each sees its own value).
+_REQUESTER: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+    "cartd_control_requester", default=None
+)
 # Events a subscriber gets first when it does not say how many: about a screenful of context.
 DEFAULT_REPLAY = 100
 BUILTIN_METHODS = ("hello", "subscribe", "unsubscribe")
 
-# sun_path holds 108 bytes on Linux, the terminating NUL included.
-_MAX_SOCKET_PATH_BYTES = 107
 _READ_SIZE = 65536
 # How long a finished connection may take to hand its last replies to a slow reader.
 _CLOSE_GRACE_SECONDS = 5.0
@@ -86,8 +84,7 @@ class ControlBackend(Protocol):
         ...
 
 
-class ControlSocketError(Exception):
-    """The control socket cannot be set up; the message says why and what to do."""
+ControlSocketError = SocketFileError  # the control socket cannot be set up: the message says why
 
 
 def server_name() -> str:
@@ -117,7 +114,7 @@ class ControlServer:
         self.default_replay = default_replay
         self.server_name = server_name()
         self._server: asyncio.Server | None = None
-        self._inode: int | None = None  # of our socket file, so close() removes only ours
+        self._socket_file = SocketFile(self.path, control_group, what="the control socket")
         self._clients: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> ControlServer:
@@ -133,33 +130,12 @@ class ControlServer:
     async def start(self) -> None:
         """Create the socket and start accepting. Raises ControlSocketError if the socket
         cannot be made, or another daemon is listening on it."""
-        size = len(os.fsencode(self.path))
-        if size > _MAX_SOCKET_PATH_BYTES:
-            raise ControlSocketError(
-                f"the control socket path {self.path} is {size} bytes; a UNIX socket path holds "
-                f"at most {_MAX_SOCKET_PATH_BYTES}: choose a shorter directory"
-            )
-        group_id = self._group_id()
-        self._make_directory(group_id)
-        self._remove_stale_socket()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = self._socket_file.bind()
         try:
-            try:
-                sock.bind(os.fspath(self.path))
-            except OSError as error:
-                if error.errno == errno.EADDRINUSE:
-                    raise ControlSocketError(
-                        f"another cartd is already running on {self.path}"
-                    ) from error
-                raise ControlSocketError(
-                    f"cannot create the control socket {self.path}: {error.strerror}"
-                ) from error
-            self._inode = os.lstat(self.path).st_ino
-            self._restrict(group_id)
             self._server = await asyncio.start_unix_server(self._serve, sock=sock)
         except BaseException:
             sock.close()
-            self._remove_own_socket()
+            self._socket_file.remove()
             raise
         log.info("control socket listening on %s", self.path)
 
@@ -175,89 +151,7 @@ class ControlServer:
         if clients:
             await asyncio.wait(clients)
         await server.wait_closed()
-        self._remove_own_socket()
-
-    def _group_id(self) -> int | None:
-        if self.control_group is None:
-            return None
-        try:
-            return grp.getgrnam(self.control_group).gr_gid
-        except KeyError:
-            log.info(
-                "there is no group %r: only this user can use the control socket %s",
-                self.control_group,
-                self.path,
-            )
-            return None
-
-    def _make_directory(self, group_id: int | None) -> None:
-        directory = self.path.parent
-        try:
-            directory.mkdir(mode=0o750, parents=True)
-        except FileExistsError:
-            # Someone else's directory (systemd's RuntimeDirectory=, a state directory): its
-            # owner chose its mode.
-            return
-        # mkdir applied the umask; the group needs its x bit exactly to reach the socket.
-        os.chmod(directory, 0o750)
-        if group_id is not None:
-            with contextlib.suppress(PermissionError):
-                os.chown(directory, -1, group_id)
-
-    def _remove_stale_socket(self) -> None:
-        """A socket file left by a daemon that died is removed; one that answers is not."""
-        try:
-            mode = os.lstat(self.path).st_mode
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(mode):
-            raise ControlSocketError(
-                f"{self.path} exists and is not a socket: remove it or choose another path "
-                "for the control socket"
-            )
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        probe.setblocking(False)
-        try:
-            probe.connect(os.fspath(self.path))
-        except ConnectionRefusedError:
-            log.info("removing stale control socket %s: nothing listens on it", self.path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-            return
-        except FileNotFoundError:
-            return
-        except BlockingIOError:
-            pass  # a listener whose backlog is full: alive, and busy
-        except PermissionError as error:
-            raise ControlSocketError(
-                f"cannot tell whether another cartd is running on {self.path} "
-                f"({error.strerror}): stop it, or remove the file if it is stale"
-            ) from error
-        finally:
-            probe.close()
-        raise ControlSocketError(f"another cartd is already running on {self.path}")
-
-    def _restrict(self, group_id: int | None) -> None:
-        if group_id is not None:
-            try:
-                os.chown(self.path, -1, group_id)
-            except PermissionError as error:
-                log.warning(
-                    "cannot give the control socket %s to group %r (%s): only this user can use it",
-                    self.path,
-                    self.control_group,
-                    error.strerror,
-                )
-            else:
-                os.chmod(self.path, 0o660)
-                return
-        os.chmod(self.path, 0o600)
-
-    def _remove_own_socket(self) -> None:
-        # If another daemon has since put its own socket at this path, that one stays.
-        with contextlib.suppress(FileNotFoundError):
-            if os.lstat(self.path).st_ino == self._inode:
-                os.unlink(self.path)
+        self._socket_file.remove()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # The connection runs in a task of its own that close() cancels; asyncio's task for this
@@ -282,7 +176,10 @@ class _Connection:
         self._writer = writer
         self._events: EventStream | None = None
         self._pump: asyncio.Task[None] | None = None
-        self._peer = _describe_peer(writer)
+        credentials = peer_credentials(writer.get_extra_info("socket"))
+        # Methods that act for someone (take-over) ask who with requester_uid().
+        _REQUESTER.set(credentials)
+        self._peer = _describe_peer(credentials)
         replay = Param(int, default=server.default_replay, minimum=0)
         self._builtins = {
             "hello": Method("hello", self._hello),
@@ -427,12 +324,15 @@ class _Connection:
         return line
 
 
-def _describe_peer(writer: asyncio.StreamWriter) -> str:
+def _describe_peer(credentials: tuple[int, int] | None) -> str:
     """Who connected, for the log: the kernel's record of the peer's pid and user."""
-    sock = writer.get_extra_info("socket")
-    try:
-        credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except (AttributeError, OSError):
+    if credentials is None:
         return "unknown peer"
-    pid, uid, _gid = struct.unpack("3i", credentials)
+    pid, uid = credentials
     return f"pid {pid} uid {uid}"
+
+
+def requester_uid() -> int | None:
+    """The user of the control client whose request is being answered (None outside one)."""
+    credentials = _REQUESTER.get()
+    return credentials[1] if credentials is not None else None

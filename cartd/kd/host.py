@@ -358,6 +358,11 @@ class KdHost:
         return self._stop if self._stop_reported else None
 
     @property
+    def stop_payload(self) -> bytes | None:
+        """The STATE_CHANGE64 payload of the stop the target is in, once reported."""
+        return self._stop_payload if self._stop_reported else None
+
+    @property
     def version(self) -> GetVersion | None:
         """GetVersion's answer, once asked (cached until the target reboots)."""
         return self.facts.version
