@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -78,11 +79,21 @@ def write_config(
         # Serial only: no KDNET listener on a fixed UDP port that another daemon may hold.
         "[kdnet]",
         "ports = []",
+        # A KD relay port of its own: daemons of other tests may hold the default ones.
+        "[relay]",
+        f"first_port = {free_tcp_port()}",
     ]
     if dump_on_bugcheck is not None:
         lines += ["[policy]", f"dump_on_bugcheck = {json.dumps(dump_on_bugcheck)}"]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def free_tcp_port() -> int:
+    """A TCP port nothing listens on now (the kernel's choice of an ephemeral one)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def load_test_config(path: Path, state_dir: Path) -> Config:

@@ -32,9 +32,12 @@ from cartd.config import Config
 from cartd.control.hub import EventHub, Subscription
 from cartd.control.protocol import ControlError, unknown_target
 from cartd.control.registry import MethodRegistry, Param
-from cartd.control.server import ControlServer, server_name
+from cartd.control.server import ControlServer, requester_uid, server_name
 from cartd.daemon.kdnet_keys import KeyStore
 from cartd.daemon.kdnet_link import KdnetLink
+from cartd.daemon.relay import RelaySettings, TargetRelay
+from cartd.daemon.relay_info import attach_info
+from cartd.daemon.relay_ports import RelayPorts
 from cartd.daemon.serial_link import SerialLink
 from cartd.daemon.target_dumps import DumpSettings, TargetDumps
 from cartd.daemon.target_worker import TargetWorker
@@ -100,6 +103,8 @@ class Daemon:
             estimate_only=Param(bool, default=False),
             cancel=Param(bool, default=False),
         )
+        self._methods.register("attach_info", self._attach_info, target=target)
+        self._methods.register("take_over", self._take_over, target=target)
         self._methods.register(
             "key",
             self._set_key,
@@ -107,6 +112,10 @@ class Daemon:
             key=Param(str, required=True),
         )
         self.keys = KeyStore(config.state_dir)
+        self.relay_ports = RelayPorts(
+            config.state_dir, first_port=config.relay.first_port, fixed=config.relay.ports
+        )
+        self.relays: dict[str, TargetRelay] = {}
         self.kdnet_links: dict[int, KdnetLink] = {}
         self.targets: dict[str, _Target] = {}
         self.links: dict[str, SerialLink] = {}
@@ -142,6 +151,15 @@ class Daemon:
         log.info(
             "cartd running: state in %s, control socket %s", self.config.state_dir, socket_path
         )
+        if self.config.relay.enabled and not self.config.relay.loopback_only:
+            log.warning(
+                "the KD relay listens on %s, not only on this machine: KD gives whoever connects "
+                "full control of the targets (memory, registers, reboot); keep it behind a "
+                'firewall or use bind = "127.0.0.1" and SSH tunnels',
+                self.config.relay.bind,
+            )
+        for target_id in self.relay_ports.known_targets():
+            self._relay_for(target_id)
         housekeeping = asyncio.create_task(self._housekeeping())
         discovery = asyncio.create_task(self._discover())
         self._start_kdnet_links()
@@ -151,6 +169,8 @@ class Daemon:
         finally:
             log.info("cartd stopping")
             await server.close()
+            for relay in self.relays.values():
+                await relay.close()
             for record in self.targets.values():
                 # A dump being read is made durable; the next daemon resumes it.
                 await record.worker.dumps.stop("the daemon is stopping")
@@ -239,6 +259,31 @@ class Daemon:
 
     # ------------------------------------------------------------------ targets
 
+    def _relay_for(self, target_id: str) -> TargetRelay:
+        """The target's KD relay, listening from the moment the target is first known."""
+        relay = self.relays.get(target_id)
+        if relay is not None:
+            return relay
+        settings = self.config.relay
+        socket_dir = self.config.control_socket_path().parent / "kd"
+        relay = TargetRelay(
+            target_id,
+            RelaySettings(
+                bind=settings.bind,
+                port=self.relay_ports.port_for(target_id),
+                unix_socket=socket_dir / f"{target_id}.sock",
+                group=self.config.control_group,
+                silence_seconds=settings.silence_seconds,
+            ),
+            self.publish,
+        )
+        self.relays[target_id] = relay
+        if settings.enabled:
+            relay.start()
+        else:
+            relay.tcp_state = relay.unix_state = "off ([relay] enabled = false)"
+        return relay
+
     def _worker_for(self, target_id: str, link: str) -> TargetWorker:
         record = self.targets.get(target_id)
         if record is not None:
@@ -270,6 +315,7 @@ class Daemon:
             publish=self.publish,
             write_identity=lambda identity: self._write_identity(target_id, identity),
             dumps=dumps,
+            relay=self._relay_for(target_id),
         )
         self.targets[target_id] = _Target(session, worker, recorder)
         self._publish_all(target_id, opened)
@@ -358,6 +404,7 @@ class Daemon:
             status["dump"] = record.worker.dumps.status()
             status["recording"] = not record.recorder.failed
             status["records_bytes"] = records_bytes[target_id]
+            status["relay"] = record.worker.relay.status()
             targets.append(status)
         return {
             "links": links,
@@ -420,6 +467,24 @@ class Daemon:
             )
         except CommandRefused as refused:
             raise ControlError(refused.code, str(refused)) from refused
+
+    async def _attach_info(self, params: Any) -> dict[str, Any]:
+        """`cartd attach-info`: where a remote debugger attaches to the target, and the
+        commands an engineer elsewhere types."""
+        target_id = params["target"]
+        relay = self.relays.get(target_id)
+        if relay is None:
+            raise unknown_target(target_id, self.relays)
+        return attach_info(relay, enabled=self.config.relay.enabled)
+
+    async def _take_over(self, params: Any) -> dict[str, Any]:
+        """`cartd take-over`: disconnect the remote debugger that owns the target and keep
+        the relay for the user who asked, for a minute."""
+        target_id = params["target"]
+        relay = self.relays.get(target_id)
+        if relay is None:
+            raise unknown_target(target_id, self.relays)
+        return relay.take_over(requester_uid())
 
     async def _set_key(self, params: Any) -> dict[str, Any]:
         """`cartd key PORT KEY`: store a KDNET key and serve the port with it. The key is

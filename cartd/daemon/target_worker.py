@@ -8,6 +8,10 @@ socket arrive as `break_in()`, `go()` and `reboot()`.
 A connection ends when its link closes; the session (and its records) outlive it, so a cable
 pulled and plugged back in continues the same session with a new connection (see
 `cartd.daemon.serial_link` for what the KD core keeps across it).
+
+While a remote debugger owns the target through the KD relay (`cartd.daemon.relay`), the worker
+still records everything, but decides nothing: stops, prompts and file requests go to the
+remote debugger, and human commands are refused until it leaves or is taken over.
 """
 
 from __future__ import annotations
@@ -15,12 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from cartd import events as ev
 from cartd.daemon.host_driver import KdDriver, KdRequestError
+from cartd.daemon.relay import OWNER_DAEMON, TargetRelay
 from cartd.daemon.target_dumps import TargetDumps
 from cartd.kd import events as kd
+from cartd.kd.constants import PacketType
+from cartd.kd.file_io import no_such_file_reply, pull_file_io
+from cartd.kd.host import TargetState as HostState
 from cartd.kd.stops import StopReason
 from cartd.session.policy import (
     CommandRefused,
@@ -48,20 +57,33 @@ class TargetWorker:
         publish: Publish,
         write_identity: IdentitySink,
         dumps: TargetDumps,
+        relay: TargetRelay,
     ) -> None:
         self.session = session
         self._publish = publish
         self._write_identity = write_identity
         self.dumps = dumps
+        self.relay = relay
         self._driver: KdDriver | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        relay.bind_worker(self)
 
     @property
     def connected(self) -> bool:
         return self._driver is not None
 
+    @property
+    def driver(self) -> KdDriver | None:
+        return self._driver
+
+    @property
+    def owned_remotely(self) -> bool:
+        return self.relay.remote is not None
+
     async def serve(self, driver: KdDriver) -> None:
         """Follow one connection until its link closes."""
         self._driver = driver
+        driver.host.relaying = self.owned_remotely
         self.session.link_up()
         events = asyncio.ensure_future(self._follow(driver))
         closed = asyncio.ensure_future(driver.closed.wait())
@@ -86,8 +108,13 @@ class TargetWorker:
                 self.dumps.finish_stale(keep=None)
             if isinstance(event, kd.StateChanged):
                 await self._on_stop(driver, event)
+            elif self.owned_remotely:
+                self.relay.forward(event)
             elif isinstance(event, kd.PromptReceived):
                 self._answer_prompt(driver, event)
+            elif isinstance(event, kd.FileIoReceived):
+                # Asked while a remote debugger owned the target, which has since left.
+                self._refuse_file(driver, event.payload)
 
     def _answer_prompt(self, driver: KdDriver, prompt: kd.PromptReceived) -> None:
         answer = self.session.policy.prompt_answer
@@ -98,12 +125,19 @@ class TargetWorker:
             )
         )
 
+    def _refuse_file(self, driver: KdDriver, payload: bytes) -> None:
+        reply = no_such_file_reply(pull_file_io(payload))
+        driver.command(lambda now: driver.host.relay_reply(PacketType.KD_FILE_IO, reply, now=now))
+
     async def _on_stop(self, driver: KdDriver, stop: kd.StateChanged) -> None:
         if self.session.identity is None:
             await self._learn_identity(driver, stop)
         journal, decision = self.session.on_stop(stop)
         for journal_event in journal:
             self._publish(journal_event)
+        if self.owned_remotely:
+            self.relay.forward(stop)
+            return
         if self.session.state in _HELD and await self.dumps.on_stop(
             driver,
             stop.bugcheck,
@@ -141,6 +175,8 @@ class TargetWorker:
         self._publish(event)
 
     async def _carry_out(self, driver: KdDriver, decision: Decision) -> None:
+        if self.owned_remotely:
+            return  # a remote debugger attached meanwhile (a dump was stopped for it): its call
         try:
             if isinstance(decision, ResumeTarget):
                 await driver.resume()
@@ -154,6 +190,13 @@ class TargetWorker:
     # ------------------------------------------------------------------ human commands
 
     def _require_driver(self) -> KdDriver:
+        if self.owned_remotely:
+            target = self.session.target_id
+            raise CommandRefused(
+                "target_busy",
+                f"{target} is driven by {self.relay.owner} through the KD relay; "
+                f"`cartd take-over {target}` takes it back",
+            )
         if self._driver is None:
             raise CommandRefused(
                 "link_down",
@@ -208,6 +251,61 @@ class TargetWorker:
             await driver.call(lambda now: driver.host.reboot(now=now))
         else:
             driver.command(lambda now: driver.host.break_in(now))
+
+    # ------------------------------------------------------------------ the KD relay
+
+    def held_stop(self) -> bytes | None:
+        driver = self._driver
+        if driver is None or driver.host.state is not HostState.STOPPED:
+            return None
+        if self.session.state not in _HELD:
+            return None  # e.g. a module load the daemon is about to continue
+        return driver.host.stop_payload
+
+    def remote_attached(self, owner: str) -> None:
+        self.session.owner = owner
+        if self._driver is not None:
+            self._driver.host.relaying = True
+        if self.dumps.busy:
+            # The remote debugger drives from now on; what was read is kept, and the dump can
+            # be resumed (`cartd dump`) while the target is still at this stop.
+            self._spawn(self.dumps.stop("a remote debugger attached"))
+
+    def remote_detached(self, unanswered: list[tuple[int, bytes]]) -> None:
+        self.session.owner = OWNER_DAEMON
+        driver = self._driver
+        if driver is None:
+            return
+        driver.host.relaying = False
+        for packet_type, payload in unanswered:
+            if packet_type == PacketType.KD_FILE_IO:
+                self._refuse_file(driver, payload)
+            else:
+                self._answer_prompt_for_remote(driver)
+        if driver.host.state is HostState.STOPPED and self.session.state not in _HELD:
+            # A stop the daemon continues by policy (a module load) that the remote debugger
+            # held: continue it. A stop held for a human stays, as the remote debugger left it.
+            self._spawn(self._carry_out(driver, ResumeTarget()))
+
+    def _answer_prompt_for_remote(self, driver: KdDriver) -> None:
+        answer = self.session.policy.prompt_answer.encode()
+        driver.command(lambda now: driver.host.answer_prompt(answer, now))
+
+    def resume_unreported_stop(self) -> None:
+        driver = self._driver
+        if driver is not None and driver.host.state is HostState.STOPPED:
+            self._spawn(self._resume_quietly(driver))
+
+    async def _resume_quietly(self, driver: KdDriver) -> None:
+        try:
+            await driver.resume()
+        except KdRequestError as error:
+            log.warning("%s: continuing a module load failed: %s", self.session.target_id, error)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 async def _stay_stopped() -> None:
