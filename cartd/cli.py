@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from cartd import client_commands, demo, dump_command
+from cartd import attach_command, client_commands, demo, dump_command
 from cartd.daemon import command as run_command
 from cartd.decode import command as decode_command
 from cartd.sim import command as sim_command
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(run=run_command.run)
     client_commands.add_arguments(commands)
     dump_command.add_arguments(commands)
+    attach_command.add_arguments(commands)
     tui = commands.add_parser(
         "tui",
         help="the full-screen view of the cart: targets, consoles, bugchecks, commands",

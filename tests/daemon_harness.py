@@ -61,6 +61,7 @@ def write_config(
     baud_rates: Sequence[int] = (115200,),
     active_probe: Sequence[str] = (),
     dump_on_bugcheck: str | None = None,
+    relay_silence_seconds: float | None = None,
 ) -> Path:
     """A config file as an operator would write one (JSON strings are TOML basic strings)."""
     lines = []
@@ -83,6 +84,8 @@ def write_config(
         "[relay]",
         f"first_port = {free_tcp_port()}",
     ]
+    if relay_silence_seconds is not None:
+        lines.append(f"silence_seconds = {relay_silence_seconds}")
     if dump_on_bugcheck is not None:
         lines += ["[policy]", f"dump_on_bugcheck = {json.dumps(dump_on_bugcheck)}"]
     path.write_text("\n".join(lines) + "\n")
