@@ -494,3 +494,13 @@ def read_wire(path: Path) -> WireCapture:
             else:
                 capture.other_flags.append(direction)
     return capture
+
+
+# --- a serial port under /dev that can be unplugged and plugged back ------------------------------
+
+
+def point(link: Path, slave: str) -> None:
+    """Make `link` name `slave`, replacing what it named (atomically, as udev does)."""
+    temporary = link.with_name(link.name + ".new")
+    os.symlink(slave, temporary)
+    os.replace(temporary, link)

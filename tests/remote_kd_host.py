@@ -11,6 +11,7 @@ it step by step as an engineer drives WinDbg:
     {"op": "read_virtual", "address": A, "size": N}   -> {"data": hex}
     {"op": "read_physical", "address": A, "size": N}  -> {"data": hex}
     {"op": "continue"}                       leave the stop (stepping over a hard-coded int3)
+    {"op": "reboot"}                         DbgKdRebootApi
     {"op": "prints"}                         the DbgPrint lines seen since the last "prints"
     {"op": "noise"}                          the KD core's noise counters
     {"op": "exit"}
@@ -103,6 +104,9 @@ class RemoteHost:
             return {"data": read.data.hex()}
         if op == "continue":
             return {"status": await driver.resume()}
+        if op == "reboot":
+            await driver.call(lambda now: host.reboot(now=now))
+            return {}
         if op == "prints":
             prints, self.prints = self.prints, []
             return {"prints": prints, "rebooted": self.rebooted, "modules": self.modules}

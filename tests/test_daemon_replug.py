@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from daemon_harness import (
     EventWatch,
     cartd_cli,
     daemon_in_process,
     heartbeats,
     load_test_config,
+    point,
     session_dirs,
     start_sim,
     write_config,
@@ -32,24 +29,6 @@ from cartd.capture.journal import scan_journal
 from cartd.sim.target import Scenario
 
 UNPLUGGED_SECONDS = 1.5
-
-
-@pytest.fixture
-def dev_link() -> Iterator[Path]:
-    """A fresh name under /dev for the test's symlink; removed afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("the port is a symlink under /dev, which needs root")
-    path = Path(f"/dev/cartd-test-{secrets.token_hex(4)}")
-    yield path
-    if path.is_symlink():
-        path.unlink()
-
-
-def point(link: Path, slave: str) -> None:
-    """Make `link` name `slave`, replacing what it named (atomically, as udev does)."""
-    temporary = link.with_name(link.name + ".new")
-    os.symlink(slave, temporary)
-    os.replace(temporary, link)
 
 
 async def test_unplug_and_replug_continue_the_session(tmp_path: Path, dev_link: Path) -> None:

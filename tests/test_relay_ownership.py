@@ -22,6 +22,7 @@ from daemon_harness import (
     PtySim,
     daemon_in_process,
     load_test_config,
+    point,
     start_sim,
     write_config,
 )
@@ -76,17 +77,27 @@ class Relayed:
 
 @contextlib.asynccontextmanager
 async def relayed(
-    tmp_path: Path, scenario: Scenario = QUIET_PRINTS, *, noise: float = 0.0, silence: float = 30
+    tmp_path: Path,
+    scenario: Scenario = QUIET_PRINTS,
+    *,
+    noise: float = 0.0,
+    silence: float = 30,
+    device: Path | None = None,
 ) -> AsyncIterator[Relayed]:
+    """A daemon with the simulator on its serial port: the pty's slave, or `device`, a
+    symlink to it that a test can unplug and plug back."""
     sim = start_sim(scenario, seed=5, baud=None, noise=noise)
+    if device is not None:
+        point(device, sim.slave_path)
     config_path = write_config(
         tmp_path / "cartd.toml",
-        ports=[sim.slave_path],
+        ports=[str(device or sim.slave_path)],
         dump_on_bugcheck="none",
         relay_silence_seconds=silence,
+        active_probe=[str(device)] if device is not None else (),
     )
     config = load_test_config(config_path, tmp_path / "state")
-    target = "pts-" + sim.slave_path.rsplit("/", 1)[1]
+    target = device.name if device is not None else "pts-" + sim.slave_path.rsplit("/", 1)[1]
     try:
         async with daemon_in_process(config) as daemon:
             watch = await EventWatch.start(daemon.socket_path, daemon.stderr)
@@ -273,6 +284,52 @@ async def test_remote_reads_match_through_a_noisy_serial_line(tmp_path: Path) ->
                 address = kernel + page * 0x1000
                 got = await remote.read("virtual", address, 3944)
                 assert got == relay.memory(address, 3944), hex(address)
+            await remote.must("continue")
+            await _no_wrong_answers(remote, relay)
+        finally:
+            await remote.exit()
+
+
+async def test_an_attached_debugger_sees_its_target_through_a_replug_and_a_reboot(
+    tmp_path: Path, dev_link: Path
+) -> None:
+    """The relay outlives the link: a read asked while the cable is out is answered once it
+    is back (the target reports the same stop again), and a reboot reaches the debugger as
+    packets with the sync bit, as on a real cable."""
+    async with relayed(tmp_path, device=dev_link) as relay:
+        kernel = relay.sim.target.machine.kernel_base
+        remote = await RemoteHost.start(relay.tcp)
+        try:
+            await relay.owner_is("remote")
+            await remote.must("attach", break_in=True)
+            await remote.must("wait_stop", timeout=30)
+
+            relay.sim.unplug()
+            dev_link.unlink()
+            at, _ = await relay.watch.wait_type(ev.LinkDown, f"serial:{dev_link}", timeout=15)
+            remote.send("read_virtual", address=kernel + 0x2000, size=2048)
+            await asyncio.sleep(1.0)
+            point(dev_link, relay.sim.replug())
+            await relay.watch.wait_type(ev.LinkUp, f"serial:{dev_link}", after=at, timeout=30)
+            answer = await remote._line(60.0)
+            assert bytes.fromhex(answer["data"]) == relay.memory(kernel + 0x2000, 2048), answer
+
+            await remote.must("reboot")
+            await relay.watch.wait_type(ev.TargetRebooted, relay.target, timeout=30)
+            at, _ = await relay.watch.wait_type(ev.TargetRebooted, relay.target)
+            await relay.watch.wait_type(
+                ev.DebugPrint, relay.target, after=at, where=lambda e: "heartbeat" in e.text
+            )
+            await asyncio.sleep(1.0)
+            seen = await remote.must("prints")
+            assert seen["rebooted"] >= 1, seen
+            # The new boot's own messages reach it.
+            assert any("kernel debugger initialised" in line for line in seen["prints"]), seen
+            # Still the owner, and the new boot answers it.
+            await remote.must("break")
+            assert (await remote.must("wait_stop", timeout=30))["reason"] == "break_in"
+            new_kernel = relay.sim.target.machine.kernel_base
+            assert (await remote.must("version"))["kern_base"] == new_kernel
             await remote.must("continue")
             await _no_wrong_answers(remote, relay)
         finally:
