@@ -106,6 +106,9 @@ class TargetWorker:
             if isinstance(event, kd.TargetRunning | kd.TargetRebooted):
                 # The stop a partial dump was of is gone: keep what was read as a dump.
                 self.dumps.finish_stale(keep=None)
+            if isinstance(event, kd.TargetRebooted):
+                # A KDNET reboot comes with a new KD core (cartd.daemon.kdnet_driver).
+                driver.host.relaying = self.owned_remotely
             if isinstance(event, kd.StateChanged):
                 await self._on_stop(driver, event)
             elif self.owned_remotely:
