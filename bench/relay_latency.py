@@ -25,7 +25,8 @@ compared with a stored number):
 Everything runs in this one process and event loop (simulator, daemon, both hosts), so a
 relay's CPU cost is counted however the work would be spread over machines: KD is stop-and-wait,
 so the steps of one request happen one after another anyway. The daemon records as it always
-does (journal and wire capture, in a temporary state directory removed at the end).
+does (journal and wire capture, in a temporary state directory removed at the end), so "relay
+adds" is the whole daemon path; `--no-wire-capture` shows how much of it the wire.pcapng is.
 """
 
 from __future__ import annotations
@@ -191,7 +192,11 @@ async def relay_host(port: int) -> AsyncIterator[HostDriver]:
 
 @contextlib.asynccontextmanager
 async def running_daemon(
-    state_dir: Path, *, serial_ports: tuple[str, ...], kdnet_port: int | None
+    state_dir: Path,
+    *,
+    serial_ports: tuple[str, ...],
+    kdnet_port: int | None,
+    wire_capture: bool,
 ) -> AsyncIterator[Daemon]:
     config = Config(
         state_dir=state_dir,
@@ -204,7 +209,7 @@ async def running_daemon(
             interface=LOOPBACK,
             keys={} if kdnet_port is None else {kdnet_port: KEY},
         ),
-        capture=CaptureConfig(fsync_interval=0.5),
+        capture=CaptureConfig(fsync_interval=0.5, wire_capture=wire_capture),
         # A relay port of its own: other daemons on this machine may hold the default ones.
         relay=RelayConfig(first_port=free_port(socket.SOCK_STREAM)),
     )
@@ -320,11 +325,13 @@ async def serial_direct(count: int, total: int) -> Measured:
         target.close()
 
 
-async def serial_relay(count: int, total: int, state_dir: Path) -> Measured:
+async def serial_relay(count: int, total: int, state_dir: Path, wire_capture: bool) -> Measured:
     target = start_pty_target()
     try:
-        async with running_daemon(state_dir, serial_ports=(target.slave_path,), kdnet_port=None):
-            daemon = running_daemon_now.get()
+        ports = (target.slave_path,)
+        async with running_daemon(
+            state_dir, serial_ports=ports, kdnet_port=None, wire_capture=wire_capture
+        ) as daemon:
             port = await running_target_relay_port(daemon)
             async with relay_host(port) as driver:
                 return await measure(driver, target.machine, count, total, MAX_MANIPULATE_DATA)
@@ -348,11 +355,15 @@ async def kdnet_direct(count: int, total: int, delay: float) -> Measured:
         await driver.wait_closed()
 
 
-async def kdnet_relay(count: int, total: int, delay: float, state_dir: Path) -> Measured:
+async def kdnet_relay(
+    count: int, total: int, delay: float, state_dir: Path, wire_capture: bool
+) -> Measured:
     port = free_port(socket.SOCK_DGRAM)
     server = LateKdnetSimServer(new_target(kdnet=True), host=(LOOPBACK, port), delay=delay)
     try:
-        async with running_daemon(state_dir, serial_ports=(), kdnet_port=port) as daemon:
+        async with running_daemon(
+            state_dir, serial_ports=(), kdnet_port=port, wire_capture=wire_capture
+        ) as daemon:
             await server.start((LOOPBACK, 0))
             relay_port = await running_target_relay_port(daemon)
             async with relay_host(relay_port) as driver:
@@ -361,3 +372,86 @@ async def kdnet_relay(count: int, total: int, delay: float, state_dir: Path) -> 
                 )
     finally:
         server.close()
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+
+def microseconds(samples: list[float]) -> tuple[float, float]:
+    """(median, 99th percentile) in microseconds."""
+    p99 = statistics.quantiles(samples, n=100, method="inclusive")[98]
+    return statistics.median(samples) * 1e6, p99 * 1e6
+
+
+def report(link: str, direct: Measured, relay: Measured, total: int) -> None:
+    print(f"{link}:")
+    kinds = (("8-byte ReadVirtualMemory", "read8"), ("GetVersion", "version"))
+    for name, field in kinds:
+        d50, d99 = microseconds(getattr(direct.latencies, field))
+        r50, r99 = microseconds(getattr(relay.latencies, field))
+        count = len(getattr(direct.latencies, field))
+        print(
+            f"  {name:<24} x{count}: direct median {d50:9,.0f} us, p99 {d99:9,.0f} us; "
+            f"relay median {r50:9,.0f} us, p99 {r99:9,.0f} us; "
+            f"relay adds {r50 - d50:+8,.0f} us median, {r99 - d99:+8,.0f} us p99"
+        )
+    print(
+        f"  goodput reading {total:,} bytes: direct {direct.goodput:12,.0f} bytes/s "
+        f"({direct.read_size}-byte reads), relay {relay.goodput:12,.0f} bytes/s "
+        f"({relay.read_size}-byte reads), relay/direct {relay.goodput / direct.goodput:.1%}"
+    )
+
+
+async def run(args: argparse.Namespace) -> None:
+    state_dir = Path(tempfile.mkdtemp(prefix="cartd-relay-bench-"))
+    capture = not args.no_wire_capture
+    try:
+        if not args.skip_serial:
+            direct = await serial_direct(args.serial_requests, args.serial_bytes)
+            relay = await serial_relay(
+                args.serial_requests, args.serial_bytes, state_dir / "s", capture
+            )
+            report(f"serial-paced ({BAUD} baud pty)", direct, relay, args.serial_bytes)
+        if not args.skip_kdnet:
+            delay = args.rtt_ms / 1000
+            direct = await kdnet_direct(args.kdnet_requests, args.kdnet_bytes, delay)
+            relay = await kdnet_relay(
+                args.kdnet_requests, args.kdnet_bytes, delay, state_dir / "k", capture
+            )
+            report(
+                f"KDNET (UDP on {LOOPBACK}, RTT +{args.rtt_ms:g} ms)",
+                direct,
+                relay,
+                args.kdnet_bytes,
+            )
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--serial-requests", type=int, default=200, help="timed small requests of each kind"
+    )
+    parser.add_argument("--serial-bytes", type=int, default=64 << 10, help="block read (64 KiB)")
+    parser.add_argument(
+        "--kdnet-requests", type=int, default=1000, help="timed small requests of each kind"
+    )
+    parser.add_argument("--kdnet-bytes", type=int, default=1 << 20, help="block read (1 MiB)")
+    parser.add_argument(
+        "--rtt-ms", type=float, default=1.0, help="simulated KDNET round-trip time (default 1)"
+    )
+    parser.add_argument(
+        "--no-wire-capture",
+        action="store_true",
+        help="the daemon keeps no wire.pcapng (to see what recording costs the relay)",
+    )
+    parser.add_argument("--skip-serial", action="store_true")
+    parser.add_argument("--skip-kdnet", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

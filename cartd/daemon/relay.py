@@ -76,6 +76,7 @@ MAX_QUEUED_PRINTS = 2000
 # A remote debugger that does not read what is sent to it is let go beyond this.
 MAX_UNSENT_BYTES = 1 << 20
 REFUSAL_GRACE_SECONDS = 1.0
+CLOSE_GRACE_SECONDS = 2.0
 RETRY_LISTEN_SECONDS = 10.0
 _READ_SIZE = 65536
 # The remote debugger resumes the target with these; it gets no reply.
@@ -138,6 +139,7 @@ class TargetRelay:
         self._servers: list[asyncio.AbstractServer] = []
         self._socket_file: SocketFile | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._connections: set[asyncio.Task[Any]] = set()
         # After `cartd take-over`: (uid, name, monotonic deadline) of the user it is kept for.
         self._reserved: tuple[int | None, str, float] | None = None
 
@@ -152,14 +154,17 @@ class TargetRelay:
             self.unix_state = "off"
 
     async def close(self) -> None:
-        if self.remote is not None:
-            self.remote.end("cartd is stopping")
+        """Stop listening; a remote debugger still attached is let go first (its
+        owner_changed is journaled before the records close)."""
         for server in self._servers:
             server.close()
+        if self.remote is not None:
+            self.remote.end("cartd is stopping")
         for task in list(self._tasks):
-            task.cancel()
+            if task not in self._connections:
+                task.cancel()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=2.0)
+            await asyncio.wait(self._tasks, timeout=CLOSE_GRACE_SECONDS)
         if self._socket_file is not None:
             self._socket_file.remove()
 
@@ -225,6 +230,20 @@ class TargetRelay:
         await self._accept(reader, writer, unix_peer(writer.get_extra_info("socket")))
 
     async def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
+    ) -> None:
+        connection = asyncio.current_task()
+        if connection is not None:  # tracked, so close() waits for the detach
+            self._tasks.add(connection)
+            self._connections.add(connection)
+        try:
+            await self._serve_connection(reader, writer, peer)
+        finally:
+            if connection is not None:
+                self._tasks.discard(connection)
+                self._connections.discard(connection)
+
+    async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
     ) -> None:
         refusal = self._refusal(peer)

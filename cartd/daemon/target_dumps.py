@@ -61,6 +61,9 @@ class TargetDumps:
         self._task: asyncio.Task[None] | None = None
         self._measured_rate: float | None = None
         self._preparing = False
+        # True while a remote debugger owns the target: it drives, so no dump starts (one
+        # being prepared when it attached gives up before reading).
+        self.paused = False
 
     @property
     def busy(self) -> bool:
@@ -107,6 +110,8 @@ class TargetDumps:
             facts = await driver.dump_facts(known_bugcheck)
         except (KdRequestError, KdUsageError) as error:
             log.warning("%s: cannot read what a dump needs: %s", self.target_id, error)
+            return False
+        if self.paused:
             return False
         key = stop_key(header_from_facts(facts, self.settings.comment))
         self.finish_stale(keep=key)

@@ -267,6 +267,7 @@ class TargetWorker:
 
     def remote_attached(self, owner: str) -> None:
         self.session.owner = owner
+        self.dumps.paused = True
         if self._driver is not None:
             self._driver.host.relaying = True
         if self.dumps.busy:
@@ -276,6 +277,7 @@ class TargetWorker:
 
     def remote_detached(self, unanswered: list[tuple[int, bytes]]) -> None:
         self.session.owner = OWNER_DAEMON
+        self.dumps.paused = False
         driver = self._driver
         if driver is None:
             return
@@ -285,10 +287,21 @@ class TargetWorker:
                 self._refuse_file(driver, payload)
             else:
                 self._answer_prompt_for_remote(driver)
-        if driver.host.state is HostState.STOPPED and self.session.state not in _HELD:
+        if driver.host.state is not HostState.STOPPED:
+            return
+        stop = self.session.stop
+        if self.session.state not in _HELD or stop is None:
             # A stop the daemon continues by policy (a module load) that the remote debugger
-            # held: continue it. A stop held for a human stays, as the remote debugger left it.
+            # held: continue it.
             self._spawn(self._carry_out(driver, ResumeTarget()))
+            return
+        # A stop held for a human stays as the remote debugger left it. At a bugcheck, the
+        # dump the policy wants (or the one the remote debugger's arrival cut short) is
+        # written now; the target stays stopped after it.
+        self._spawn(self._dump_after_remote(driver, stop))
+
+    async def _dump_after_remote(self, driver: KdDriver, stop: kd.StateChanged) -> None:
+        await self.dumps.on_stop(driver, stop.bugcheck, self._dump_wanted(stop), _stay_stopped)
 
     def _answer_prompt_for_remote(self, driver: KdDriver) -> None:
         answer = self.session.policy.prompt_answer.encode()
