@@ -8,6 +8,7 @@ records are read back from disk: the journal with `read_journal`, the wire captu
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -243,3 +244,34 @@ async def _status(watch: EventWatch) -> dict[str, object]:
     (target,) = result["targets"]
     assert isinstance(target, dict)
     return target
+
+
+async def test_a_break_in_asked_during_the_boots_module_loads_is_carried_out(
+    tmp_path: Path,
+) -> None:
+    """Right after the target is identified it still reports its boot module loads, each a
+    stop the daemon continues. A human's break-in then (the session counts the target as
+    running) must not be refused by the KD core as "already stopped": it goes out as soon as
+    the target runs, and the break-in stop is held for the human."""
+    sim = start_sim(Scenario(print_interval=None, module_interval=None), seed=9)
+    config = load_test_config(
+        write_config(tmp_path / "cartd.toml", ports=[sim.slave_path]), tmp_path / "s"
+    )
+    target = "pts-" + sim.slave_path.rsplit("/", 1)[1]
+    try:
+        async with daemon_in_process(config) as daemon:
+            watch = await EventWatch.start(daemon.socket_path, daemon.stderr)
+            try:
+                await watch.wait_type(ev.TargetConnected, target, timeout=30)
+                await watch.client.call("break", target=target)
+                await watch.wait_type(
+                    ev.Stopped, target, timeout=20, where=lambda e: e.reason == "break_in"
+                )
+                await asyncio.sleep(1.0)  # held: no `running` follows
+                status = await watch.client.call("status")
+                assert status["targets"][0]["state"] == "stopped", status
+                assert "Traceback" not in daemon.stderr(), daemon.stderr()
+            finally:
+                await watch.close()
+    finally:
+        sim.close()

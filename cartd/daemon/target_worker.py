@@ -66,6 +66,9 @@ class TargetWorker:
         self.relay = relay
         self._driver: KdDriver | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # A human's break-in asked while the target sat in a stop the daemon was continuing:
+        # it goes out once the target runs.
+        self._break_when_running = False
         relay.bind_worker(self)
 
     @property
@@ -109,6 +112,9 @@ class TargetWorker:
             if isinstance(event, kd.TargetRebooted):
                 # A KDNET reboot comes with a new KD core (cartd.daemon.kdnet_driver).
                 driver.host.relaying = self.owned_remotely
+            if isinstance(event, kd.TargetRunning | kd.TargetRebooted) and self._break_when_running:
+                self._break_when_running = False
+                driver.command(lambda now: driver.host.break_in(now))
             if isinstance(event, kd.StateChanged):
                 await self._on_stop(driver, event)
             elif self.owned_remotely:
@@ -138,6 +144,8 @@ class TargetWorker:
         journal, decision = self.session.on_stop(stop)
         for journal_event in journal:
             self._publish(journal_event)
+        if self.session.state in _HELD:
+            self._break_when_running = False  # stopped already, as the human wanted
         if self.owned_remotely:
             self.relay.forward(stop)
             return
@@ -211,6 +219,12 @@ class TargetWorker:
     async def break_in(self) -> None:
         driver = self._require_driver()
         self.session.check_break()
+        if driver.host.state in (HostState.STOPPED, HostState.RESUMING):
+            # The session counts the target as running, but it sits in a stop the daemon is
+            # continuing (a module load at boot): a break-in byte now would only be remembered
+            # by it, so it goes out as soon as the target runs.
+            self._break_when_running = True
+            return
         driver.command(lambda now: driver.host.break_in(now))
 
     def _refuse_while_dumping(self, what: str) -> None:
