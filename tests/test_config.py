@@ -246,8 +246,13 @@ def test_the_example_with_every_setting_switched_on_loads_at_the_defaults(tmp_pa
 
 def test_the_example_documents_every_setting() -> None:
     document = tomllib.loads(uncommented(EXAMPLE.read_text(encoding="utf-8")))
-    sections = {"serial": SerialConfig, "policy": Policy, "capture": CaptureConfig,
-                "kdnet": KdnetConfig, "relay": RelayConfig}
+    sections = {
+        "serial": SerialConfig,
+        "policy": Policy,
+        "capture": CaptureConfig,
+        "kdnet": KdnetConfig,
+        "relay": RelayConfig,
+    }
     top_level = {setting.name for setting in dataclasses.fields(Config)} - {
         *sections,
         "targets",

@@ -7,6 +7,7 @@ driven with key presses only (no mouse), as over SSH.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from daemon_harness import daemon_in_process, load_test_config, start_sim, write_config
@@ -292,5 +293,83 @@ async def test_a_dump_from_the_tui(tmp_path: Path) -> None:
                     pilot, lambda: "dump written" in screen_text(pilot), "shown in the view"
                 )
                 assert list((tmp_path / "targets" / target / "dumps").glob("*.dmp"))
+    finally:
+        sim.close()
+
+
+async def test_attach_a_debugger_and_take_the_target_back(tmp_path: Path) -> None:
+    sim = start_sim(Scenario(print_interval=0.3, module_interval=None), seed=6)
+    target = "pts-" + sim.slave_path.rsplit("/", 1)[1]
+    config = load_test_config(write_config(tmp_path / "c.toml", ports=[sim.slave_path]), tmp_path)
+    port = config.relay.first_port
+    try:
+        async with daemon_in_process(config) as daemon:
+            app = _tui(daemon.socket_path)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await until(pilot, lambda: _card_state(app) == "running", "target running")
+                dashboard = app.screen
+                assert dashboard.check_action("take_over", ()) is False, "nobody to take from"
+
+                # a: how to watch, and the lines that attach WinDbg through the relay.
+                await pilot.press("a")
+                await until(pilot, lambda: isinstance(app.screen, TextDialog), "attach dialog")
+                text = screen_text(pilot)
+                assert f"Watch or debug {target} from elsewhere" in text
+                assert f"    windbg -k com:ipport={port},port=127.0.0.1\n" in text
+                assert f"    ssh -N -L {port}:127.0.0.1:{port} " in text
+                assert f"    kd -k com:ipport={port},port=127.0.0.1\n" in text
+                unix_socket = daemon.socket_path.parent / "kd" / f"{target}.sock"
+                assert f"    ntoseye -b kd --connect {unix_socket}\n" in text
+                assert f"cartd take-over {target}" in text
+                assert "ssh -t cart cartd tui" in text, "the watching recipe is still there"
+                await pilot.press("escape")
+                await until(pilot, lambda: app.screen is dashboard, "dialog closed")
+
+                # A remote debugger attaches (the connection alone makes it the owner).
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                try:
+                    await until(
+                        pilot,
+                        lambda: app.model.target(target).owner != "cartd",
+                        "the remote debugger owns the target",
+                    )
+                    owner = app.model.target(target).owner
+                    await until(pilot, lambda: "REMOTE" in _card_state(app).upper(), "shown")
+                    assert dashboard.check_action("take_over", ())
+                    # The daemon refuses commands while the remote debugger drives the target.
+                    assert dashboard.check_action("break_in", ()) is None
+
+                    # t asks first; n leaves the debugger attached.
+                    await pilot.press("t")
+                    await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "confirm")
+                    assert owner in screen_text(pilot)
+                    await pilot.press("n")
+                    await until(pilot, lambda: app.screen is dashboard, "back")
+                    assert app.model.target(target).owner == owner
+
+                    await pilot.press("t")
+                    await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "confirm")
+                    await pilot.press("y")
+                    async with asyncio.timeout(10):
+                        while await reader.read(65536):
+                            pass  # the relay closes the remote debugger's connection
+                    await until(
+                        pilot,
+                        lambda: app.model.target(target).owner == "cartd",
+                        "cartd owns the target again",
+                    )
+                    await until(
+                        pilot,
+                        lambda: any(
+                            f"{owner} disconnected from {target}" in str(n.message)
+                            for n in app._notifications
+                        ),
+                        "the take-over announced",
+                    )
+                    await until(
+                        pilot, lambda: not dashboard.check_action("take_over", ()), "t off again"
+                    )
+                finally:
+                    writer.close()
     finally:
         sim.close()

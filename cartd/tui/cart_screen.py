@@ -1,5 +1,6 @@
 """What every main screen can do to the target it shows: break in, continue, reboot, give a
-KDNET key, show how to watch from elsewhere. Both the dashboard (for the highlighted row) and
+KDNET key, show how to watch or attach a debugger from elsewhere, take the target back from a
+remote debugger. Both the dashboard (for the highlighted row) and
 the target view (for its target) are `CartScreen`s; the commands go to the daemon through the
 app's `DaemonConnection` and what happens next arrives as events.
 """
@@ -15,7 +16,7 @@ from textual.screen import Screen
 from cartd.control.protocol import ControlError
 from cartd.events import format_duration
 from cartd.tui.dialogs import ConfirmDialog, DumpDialog, KeyDialog, TextDialog
-from cartd.tui.model import CartModel, Connection, Slot, size
+from cartd.tui.model import OWNER_DAEMON, CartModel, Connection, Slot, size
 
 if TYPE_CHECKING:
     from cartd.tui.app import CartdApp
@@ -46,7 +47,13 @@ class CartScreen(Screen[None]):
             "attach_recipe",
             "Watch remotely",
             show=False,
-            tooltip="how to see this from elsewhere, over SSH",
+            tooltip="how to watch from elsewhere over SSH, or attach WinDbg through the KD relay",
+        ),
+        Binding(
+            "t",
+            "take_over",
+            "Take over",
+            tooltip="disconnect the remote debugger that owns the target (asks first)",
         ),
     ]
 
@@ -79,6 +86,7 @@ class CartScreen(Screen[None]):
             slot.name if slot else None,
             slot.target.state if slot and slot.target else None,
             slot.link.kind if slot and slot.link else None,
+            slot.target.owner if slot and slot.target else None,
         )
         if key != self._bindings_key:
             self._bindings_key = key
@@ -91,16 +99,27 @@ class CartScreen(Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Commands that do not fit the selected target stay in the footer, greyed out; the
-        KDNET key is offered only where there is a KDNET link."""
+        KDNET key is offered only where there is a KDNET link, and take-over only while a
+        remote debugger owns the target (which greys out the others)."""
         if action == "key":
             slot = self.selected_slot()
             return slot is not None and slot.link is not None and slot.link.kind == "kdnet"
+        if action == "take_over":
+            slot = self.selected_slot()
+            return (
+                self.model.connection is Connection.CONNECTED
+                and slot is not None
+                and slot.target is not None
+                and slot.target.owner != OWNER_DAEMON
+            )
         states = _TARGET_COMMANDS.get(action)
         if states is None:
             return True
         slot = self.selected_slot()
         if self.model.connection is not Connection.CONNECTED or slot is None or not slot.target:
             return None
+        if slot.target.owner != OWNER_DAEMON:
+            return None  # a remote debugger drives it: the daemon refuses these until `t`
         return True if slot.target.state in states else None
 
     # --- the commands -----------------------------------------------------------------------
@@ -208,22 +227,50 @@ class CartScreen(Screen[None]):
 
     def action_attach_recipe(self) -> None:
         slot = self.selected_slot()
-        host = self.cart.hostname
-        lines = [
-            "Anyone with an SSH login on this cart sees this same screen:",
-            "",
-            f"    ssh -t {host} cartd tui",
-            "",
-            "Their keys act on the targets just as yours do. To let someone only watch, give",
-            "them the read-only commands instead:",
-            "",
-            f"    ssh {host} cartd events --follow" + (f" --target {slot.name}" if slot else ""),
-            f"    ssh {host} cartd status",
-            "",
-            f"Everything is also on disk under {self.model.state_dir or 'the state directory'}"
-            "/targets/.",
-        ]
-        self.app.push_screen(TextDialog("Watch from elsewhere", "\n".join(lines)))
+        target = self._target_id()
+        watch = watch_recipe(self.cart.hostname, slot.name if slot else None, self.model.state_dir)
+        if target is None:
+            self.app.push_screen(TextDialog("Watch from elsewhere", watch))
+            return
+
+        async def show() -> None:
+            try:
+                info = await self.cart.connection.call("attach_info", target=target)
+            except ControlError as error:
+                attach = f"(how to attach a debugger is not known: {error.message})"
+            else:
+                attach = attach_recipe(info)
+            self.app.push_screen(
+                TextDialog(f"Watch or debug {target} from elsewhere", f"{attach}\n\n{watch}")
+            )
+
+        self.run_worker(show(), group="commands")
+
+    def action_take_over(self) -> None:
+        slot = self.selected_slot()
+        target = self._target_id()
+        if target is None or slot is None or slot.target is None:
+            return
+        owner = slot.target.owner
+        question = (
+            f"{owner} is debugging {target} through the KD relay. Disconnect that debugger? "
+            "A stopped target stays stopped, and cartd looks after it again; the relay is kept "
+            "for you for a minute, so you can attach your own debugger."
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(take(), group="commands")
+
+        async def take() -> None:
+            try:
+                taken = await self.cart.connection.call("take_over", target=target)
+            except ControlError as error:
+                self.notify(error.message, title="take-over refused", severity="error", timeout=8)
+                return
+            self.notify(take_over_text(target, taken), timeout=10)
+
+        self.app.push_screen(ConfirmDialog("Take over the target?", question), answered)
 
     def _target_id(self) -> str | None:
         slot = self.selected_slot()
@@ -258,4 +305,66 @@ def dump_estimate_text(plan: Mapping[str, Any]) -> str:
     text = f"{plan.get('pages', 0)} pages ({size(plan.get('bytes'))})"
     return text + (
         f", about {format_duration(seconds)}" if isinstance(seconds, int | float) else ""
+    )
+
+
+def watch_recipe(host: str, name: str | None, state_dir: str | None) -> str:
+    """How someone else sees what this screen shows, over SSH."""
+    lines = [
+        "Anyone with an SSH login on this cart sees this same screen:",
+        "",
+        f"    ssh -t {host} cartd tui",
+        "",
+        "Their keys act on the targets just as yours do. To let someone only watch, give",
+        "them the read-only commands instead:",
+        "",
+        f"    ssh {host} cartd events --follow" + (f" --target {name}" if name else ""),
+        f"    ssh {host} cartd status",
+        "",
+        f"Everything is also on disk under {state_dir or 'the state directory'}/targets/.",
+    ]
+    return "\n".join(lines)
+
+
+def attach_recipe(info: Mapping[str, Any]) -> str:
+    """What the daemon's attach_info says, as lines to paste: the tunnel, then the debugger."""
+    target = info.get("target", "?")
+    if not info.get("enabled", True):
+        return (
+            f"The KD relay is off on this cart ([relay] enabled = false): no debugger can "
+            f"attach to {target} through cartd."
+        )
+    commands = info.get("commands") or {}
+    owner = str(info.get("owner") or OWNER_DAEMON)
+    tcp_state = str(info.get("tcp_state") or "")
+    if tcp_state.startswith("listening on "):
+        tcp_state = "listening"
+    lines = [
+        f"Attach WinDbg to {target} through its KD relay (TCP port {info.get('port')}, "
+        f"{tcp_state}). On your machine:",
+        "",
+        f"    {commands.get('ssh', '?')}",
+        f"    {commands.get('windbg', '?')}",
+        "or, with kd:",
+        f"    {commands.get('kd', '?')}",
+    ]
+    if commands.get("ntoseye"):
+        lines += ["", "On the cart itself:", f"    {commands['ntoseye']}"]
+    now = "none is attached now" if owner == OWNER_DAEMON else f"{owner} has it now"
+    lines += [
+        "",
+        f"One debugger at a time; {now}. To take it over, press t here, or:",
+        f"    {commands.get('take_over', '?')}",
+    ]
+    return "\n".join(lines)
+
+
+def take_over_text(target: str, taken: Mapping[str, Any]) -> str:
+    previous = taken.get("previous")
+    seconds = taken.get("seconds", 60.0)
+    seconds_text = f"{seconds:g}" if isinstance(seconds, int | float) else str(seconds)
+    first = f"{previous} disconnected from {target}" if previous else f"nobody owned {target}"
+    return (
+        f"{first}; the relay is kept for {taken.get('reserved_for', 'you')} for "
+        f"{seconds_text} s: attach your debugger now (a shows how)"
     )

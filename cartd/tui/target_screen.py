@@ -3,7 +3,8 @@ panel that explains it.
 
 The console keeps the newest line in view (follow mode) until the engineer scrolls up or
 searches; `f` or End brings it back. `/` searches, `n` and `N` step to older and newer matches,
-`t` hides or shows the timestamps, `1` and `2` switch between console and timeline.
+`T` hides or shows the timestamps, `1` and `2` switch between console and timeline. (`t` is
+take-over, on every main screen: see cart_screen.py.)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class TargetScreen(CartScreen):
         Binding("n", "next_match(True)", "Older match", show=False),
         Binding("N", "next_match(False)", "Newer match", show=False),
         Binding("f", "follow", "Follow", tooltip="follow the newest line, or stop following"),
-        Binding("t", "times", "Timestamps", show=False, tooltip="timestamps on or off"),
+        Binding("T", "times", "Timestamps", show=False, tooltip="timestamps on or off"),
         Binding("1", "show_tab('console')", "Console", show=False, tooltip="the DbgPrint console"),
         Binding(
             "2",
