@@ -13,7 +13,7 @@ import pytest
 from cartd import events as ev
 from cartd.capture.layout import target_dir
 from cartd.capture.quota import disk_usage
-from cartd.config import Config, KdnetConfig, SerialConfig
+from cartd.config import Config, KdnetConfig, RelayConfig, SerialConfig
 from cartd.daemon.service import Daemon
 
 TARGET = "ttyS9"
@@ -26,6 +26,8 @@ def make_daemon(state_dir: Path) -> Daemon:
             state_dir_given=True,
             serial=SerialConfig(ports=()),
             kdnet=KdnetConfig(ports=()),
+            # Outside an event loop: no listeners (the relay has tests of its own).
+            relay=RelayConfig(enabled=False),
         )
     )
 
