@@ -83,6 +83,7 @@ async def relayed(
     noise: float = 0.0,
     silence: float = 30,
     device: Path | None = None,
+    dump_on_bugcheck: str = "none",
 ) -> AsyncIterator[Relayed]:
     """A daemon with the simulator on its serial port: the pty's slave, or `device`, a
     symlink to it that a test can unplug and plug back."""
@@ -92,7 +93,7 @@ async def relayed(
     config_path = write_config(
         tmp_path / "cartd.toml",
         ports=[str(device or sim.slave_path)],
-        dump_on_bugcheck="none",
+        dump_on_bugcheck=dump_on_bugcheck,
         relay_silence_seconds=silence,
         active_probe=[str(device)] if device is not None else (),
     )
@@ -334,6 +335,37 @@ async def test_an_attached_debugger_sees_its_target_through_a_replug_and_a_reboo
             await _no_wrong_answers(remote, relay)
         finally:
             await remote.exit()
+
+
+async def test_a_bugcheck_goes_to_the_remote_debugger_and_its_dump_is_written_when_it_leaves(
+    tmp_path: Path,
+) -> None:
+    """While a remote debugger owns the target, a bugcheck is its to handle: the daemon records
+    it but writes no dump. When the debugger leaves the target held in the bugcheck, the daemon
+    takes over and writes the dump its policy wants; the target stays stopped."""
+    scenario = Scenario(print_interval=0.5, module_interval=None, bugcheck_after=2.0)
+    async with relayed(tmp_path, scenario, dump_on_bugcheck="triage") as relay:
+        remote = await RemoteHost.start(relay.tcp)
+        try:
+            mark = await relay.owner_is("remote")
+            await remote.must("attach", break_in=False)
+            stop = await remote.must("wait_stop", timeout=60)
+            assert stop["reason"] == "bugcheck_first", stop
+            assert stop["bugcheck"]["code"] == scenario.bugcheck_code
+            _, recorded = await relay.watch.wait_type(ev.Bugcheck, relay.target, after=mark)
+            assert recorded.code == scenario.bugcheck_code
+            await asyncio.sleep(1.0)
+            assert not [e for e in relay.watch.of(relay.target) if isinstance(e, ev.DumpStarted)]
+        finally:
+            await remote.exit()
+        at, _ = await relay.watch.wait_type(
+            ev.OwnerChanged, relay.target, after=mark + 1, where=lambda e: e.owner == "cartd"
+        )
+        _, written = await relay.watch.wait_type(
+            ev.DumpWritten, relay.target, after=at, timeout=120
+        )
+        assert written.pages > 0 and Path(written.path).exists()
+        assert (await relay.status())["state"] == "bugchecked"
 
 
 def _printed(wire: bytes) -> str:
