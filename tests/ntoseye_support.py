@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,3 +51,16 @@ def tail(text: str, lines: int = 60) -> str:
 
 def qwords(data: bytes) -> list[int]:
     return list(struct.unpack(f"<{len(data) // 8}Q", data))
+
+
+def network_isolation() -> list[str]:
+    """A command prefix that gives ntoseye no network at all, if this machine allows it."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return []
+    prefix = [unshare, "--net", "--map-root-user"]
+    try:
+        probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return prefix if probe.returncode == 0 else []

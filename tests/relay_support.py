@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 REMOTE_KD_HOST = Path(__file__).resolve().parent / "remote_kd_host.py"
+# How long a command may take beyond its own timeout (a read over a slow, noisy line).
+ANSWER_SECONDS = 60.0
 
 
 class RemoteHost:
@@ -42,15 +44,16 @@ class RemoteHost:
         assert isinstance(answer, dict)
         return answer
 
-    async def ask(self, op: str, *, timeout: float = 60.0, **arguments: Any) -> dict[str, Any]:
-        """Run one command; its answer (a failure answers {"error": ...})."""
+    async def ask(self, op: str, **arguments: Any) -> dict[str, Any]:
+        """Run one command; its answer (a failure answers {"error": ...}). A `timeout`
+        argument is the command's own (wait_stop's); the answer is awaited longer."""
         assert self.process.stdin is not None
         self.process.stdin.write(json.dumps({"op": op, **arguments}).encode() + b"\n")
         await self.process.stdin.drain()
-        return await self._line(timeout)
+        return await self._line(ANSWER_SECONDS + float(arguments.get("timeout", 0)))
 
-    async def must(self, op: str, *, timeout: float = 60.0, **arguments: Any) -> dict[str, Any]:
-        answer = await self.ask(op, timeout=timeout, **arguments)
+    async def must(self, op: str, **arguments: Any) -> dict[str, Any]:
+        answer = await self.ask(op, **arguments)
         assert "error" not in answer, f"{op}: {answer['error']}"
         return answer
 

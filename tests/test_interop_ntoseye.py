@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import struct
 import subprocess
@@ -42,6 +41,7 @@ from ntoseye_support import (
     SECTION_MARK,
     find_ntoseye,
     hex_value,
+    network_isolation,
     qwords,
     tail,
 )
@@ -262,25 +262,12 @@ class NtoseyeRun:
         return sections
 
 
-def _network_isolation() -> list[str]:
-    """A command prefix that gives ntoseye no network at all, if this machine allows it."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return []
-    prefix = [unshare, "--net", "--map-root-user"]
-    try:
-        probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return prefix if probe.returncode == 0 else []
-
-
 @pytest.fixture(scope="module")
 def run_ntoseye(
     ntoseye: Path, simulator: Simulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[[Sequence[tuple[str, str]]], NtoseyeRun]:
     home = tmp_path_factory.mktemp("home")  # ntoseye caches PDBs under ~/.ntoseye
-    isolation = _network_isolation()
+    isolation = network_isolation()
     env = {key: value for key, value in os.environ.items() if key.lower() not in PROXY_VARIABLES}
     env.update(HOME=str(home), NTOSEYE_KD_TRACE="1")
     env.update({name.upper(): CLOSED_PROXY for name in PROXY_VARIABLES if name != "no_proxy"})
