@@ -159,7 +159,7 @@ def _ago(moment: object) -> str:
 
 
 def format_status(result: dict[str, Any]) -> str:
-    rows = [("TARGET", "STATE", "BUILD", "KERNEL BASE", "LAST HEARD", "NOISE", "LINK")]
+    rows = [("TARGET", "STATE", "BUILD", "KERNEL BASE", "LAST HEARD", "NOISE", "KD RELAY", "LINK")]
     for target in result.get("targets", []):
         identity = target.get("identity") or {}
         state = target["state"]
@@ -168,6 +168,10 @@ def format_status(result: dict[str, Any]) -> str:
             state += f" {bugcheck['code']} {bugcheck['name']}"
         if not target.get("recording", True):
             state += " (NOT RECORDING)"
+        owner = target.get("owner")
+        if owner and owner != "cartd":
+            state += f", driven by {owner}"
+        relay = target.get("relay") or {}
         rows.append(
             (
                 target["target"],
@@ -176,6 +180,7 @@ def format_status(result: dict[str, Any]) -> str:
                 identity.get("kernel_base", "?"),
                 _ago(target.get("last_traffic")),
                 str(sum(target.get("noise", {}).values())),
+                f"port {relay['port']}" if relay.get("port") else "-",
                 target["link"],
             )
         )

@@ -100,6 +100,9 @@ async def test_take_over_disconnects_the_remote_debugger(tmp_path: Path) -> None
 
             shown = await cartd_cli("attach-info", cart.target, *cart.cli)
             assert f"owner: {owner} since " in shown.stdout, shown
+            status = await cartd_cli("status", *cart.cli)
+            assert f", driven by {owner}" in status.stdout, status
+            assert f"port {port}" in status.stdout, status
 
             result = await cartd_cli("take-over", cart.target, *cart.cli)
             assert result.returncode == 0, result
