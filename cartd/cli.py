@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from cartd import attach_command, client_commands, demo, dump_command
+from cartd import attach_command, client_commands, demo, dump_command, links_command
 from cartd.daemon import command as run_command
 from cartd.decode import command as decode_command
 from cartd.sim import command as sim_command
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_commands.add_arguments(commands)
     dump_command.add_arguments(commands)
     attach_command.add_arguments(commands)
+    links_command.add_arguments(commands)
     tui = commands.add_parser(
         "tui",
         help="the full-screen view of the cart: targets, consoles, bugchecks, commands",

@@ -87,9 +87,23 @@ class KdnetConfig:
 
     ports: tuple[int, ...] = (50000,)
     interface: str = "0.0.0.0"  # the address to listen on; the targets' hostip must reach it
+    # Instead of `interface`: listen on the address each of these network interfaces has, and
+    # follow them as they come, go and change address (USB-Ethernet adapters, a late DHCP).
+    interfaces: tuple[str, ...] = ()
     # Keys by port, as `bcdedit /dbgsettings` printed them. Never logged; keys added at run time
     # with `cartd key` are kept in <state_dir>/kdnet-keys.json instead.
     keys: Mapping[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsbConfig:
+    """USB debug links: what cartd does with a USB-Ethernet (KDNET-EEM) adapter."""
+
+    # The cart's address on a CDC-EEM/NCM adapter's interface (the targets' hostip must be in
+    # it); empty leaves such adapters alone (they are still reported).
+    eem_address: str = "169.254.50.1/16"
+    # iproute2's ip, which configures that interface (needs CAP_NET_ADMIN).
+    ip_command: str = "ip"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +141,7 @@ class Config:
     targets: Mapping[str, Policy] = field(default_factory=dict)  # complete, [policy] filled in
     capture: CaptureConfig = CaptureConfig()
     kdnet: KdnetConfig = field(default_factory=KdnetConfig)
+    usb: UsbConfig = field(default_factory=UsbConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     source: Path | None = None  # the file this came from; None when it is all defaults
 
@@ -216,6 +231,12 @@ def _read_file(path: Path, data: bytes) -> Config:
             targets = reader.targets((name,), value)
         else:
             top_level[name] = reader.value((name,), value, _TOP_LEVEL)
+    kdnet = sections.get("kdnet", {})
+    if "interface" in kdnet and kdnet.get("interfaces"):
+        reader.fail(
+            ("kdnet", "interfaces"),
+            "give either interface (one address) or interfaces (names to follow), not both",
+        )
     policy = Policy(**sections.get("policy", {}))
     return Config(
         **top_level,
@@ -227,6 +248,7 @@ def _read_file(path: Path, data: bytes) -> Config:
         },
         capture=CaptureConfig(**sections.get("capture", {})),
         kdnet=KdnetConfig(**sections.get("kdnet", {})),
+        usb=UsbConfig(**sections.get("usb", {})),
         relay=RelayConfig(**sections.get("relay", {})),
         source=path,
     )
@@ -588,6 +610,41 @@ def _ip_address(value: object) -> str:
         raise _Invalid(_expected('an IP address such as "0.0.0.0" or "10.0.0.2"', value)) from None
 
 
+def _ip_interface(value: object) -> str:
+    """An address with its prefix length ("169.254.50.1/16"), or "" for none."""
+    if value == "":
+        return ""
+    what = 'an address with a prefix length such as "169.254.50.1/16", or "" for none'
+    if not isinstance(value, str) or "/" not in value:
+        raise _Invalid(_expected(what, value))
+    try:
+        return str(ipaddress.ip_interface(value))
+    except ValueError:
+        raise _Invalid(_expected(what, value)) from None
+
+
+# Linux network interface names: at most 15 bytes, no '/', ':' or white space (dev_valid_name).
+_INTERFACE_NAME = re.compile(r"[^/:\s]{1,15}")
+
+
+def _interface_names(value: object) -> tuple[str, ...]:
+    what = 'a list of network interface names, e.g. ["eth0", "usb0"]'
+    if not isinstance(value, list):
+        raise _Invalid(_expected(what, value))
+    for item in value:
+        if not isinstance(item, str) or not _INTERFACE_NAME.fullmatch(item) or item in (".", ".."):
+            raise _Invalid(_expected("a network interface name (1 to 15 characters)", item))
+    return _distinct(value)
+
+
+def _command_name(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or value != value.strip():
+        raise _Invalid(_expected('a program name or absolute path, e.g. "/usr/sbin/ip"', value))
+    if "/" in value and not value.startswith("/"):
+        raise _Invalid(_expected("a program name or an absolute path", value))
+    return value
+
+
 def _relay_ports(value: object) -> dict[str, int]:
     """Target id -> TCP port."""
     if not isinstance(value, dict):
@@ -663,7 +720,12 @@ _SECTIONS: dict[str, dict[str, _Convert]] = {
     "kdnet": {
         "ports": _udp_ports,
         "interface": _ip_address,
+        "interfaces": _interface_names,
         "keys": _kdnet_keys,
+    },
+    "usb": {
+        "eem_address": _ip_interface,
+        "ip_command": _command_name,
     },
     "relay": {
         "enabled": _boolean,

@@ -145,15 +145,15 @@ class InProcessDaemon:
 
 
 @contextlib.asynccontextmanager
-async def daemon_in_process(config: Config) -> AsyncIterator[InProcessDaemon]:
-    """`Daemon(config).run()` in this event loop, stopped (as SIGTERM would) on the way out.
-    Afterwards the run must have ended cleanly and logged no traceback."""
+async def daemon_in_process(config: Config, **options: Any) -> AsyncIterator[InProcessDaemon]:
+    """`Daemon(config, **options).run()` in this event loop, stopped (as SIGTERM would) on the
+    way out. Afterwards the run must have ended cleanly and logged no traceback."""
     capture = LogCapture()
     logger = logging.getLogger("cartd")
     previous_level = logger.level
     logger.setLevel(logging.DEBUG)
     logger.addHandler(capture)
-    daemon = Daemon(config)
+    daemon = Daemon(config, **options)
     task = asyncio.create_task(daemon.run())
     running = InProcessDaemon(daemon, config, capture, task)
     try:

@@ -20,6 +20,7 @@ from cartd.config import (
     Policy,
     RelayConfig,
     SerialConfig,
+    UsbConfig,
     load_config,
 )
 
@@ -251,6 +252,7 @@ def test_the_example_documents_every_setting() -> None:
         "policy": Policy,
         "capture": CaptureConfig,
         "kdnet": KdnetConfig,
+        "usb": UsbConfig,
         "relay": RelayConfig,
     }
     top_level = {setting.name for setting in dataclasses.fields(Config)} - {

@@ -59,11 +59,20 @@ class KdnetLink:
         publish: Callable[[ev.Event], None],
         worker_for: WorkerFactory,
         on_traffic: Callable[[str, bytes, bool], None],
+        interface: tuple[str, str] | None = None,
     ) -> None:
+        """`interface` is (name, address) for a listener on one network interface's address
+        (`[kdnet] interfaces`, a USB-Ethernet adapter): its link and target are named after
+        the interface, "kdnet:usb0:50000" and "kdnet-usb0-50000"."""
         self.port = port
-        self.link = f"kdnet:{port}"
-        self.target_id = f"kdnet-{port}"
-        self._interface = config.kdnet.interface
+        if interface is None:
+            self.link = f"kdnet:{port}"
+            self.target_id = f"kdnet-{port}"
+            self._interface = config.kdnet.interface
+        else:
+            self.link = f"kdnet:{interface[0]}:{port}"
+            self.target_id = f"kdnet-{interface[0]}-{port}"
+            self._interface = interface[1]
         self._key = key
         self._publish = publish
         self._worker_for = worker_for

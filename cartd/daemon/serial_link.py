@@ -5,6 +5,10 @@ carries KD gets a connection: the bytes read while probing are fed to a `KdHost`
 connection's, if the target was running; see `_host_for`), which RESETs to synchronise unless
 it heard the target in them, and the target's worker follows it until the link closes. Then the
 port is waited for and the cycle starts again; the target's session and records carry on.
+
+With udev, the daemon tells the link when its device comes (`device_added`: stop waiting or
+pausing, probe now) and goes (`device_removed`: the connection ends at once, even where the
+driver would not report an error until the next write).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from cartd.daemon.host_driver import HostDriver
 from cartd.daemon.target_worker import TargetWorker
 from cartd.kd.host import KdHost
 from cartd.kd.host import TargetState as HostState
+from cartd.links.hotplug import DeviceWakeup
 from cartd.links.probe import probe_serial
 from cartd.links.serial_ports import SerialCandidate
 from cartd.links.serial_watch import wait_for_device
@@ -61,8 +66,12 @@ class SerialLink:
         publish: Callable[[ev.Event], None],
         worker_for: WorkerFactory,
         on_traffic: TrafficSink,
+        wakeup: DeviceWakeup | None = None,
     ) -> None:
         self.candidate = candidate
+        self._wakeup = wakeup
+        self._device_added = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
         self.link = f"serial:{candidate.stable_name}"
         self.target_id = target_id_for(candidate.stable_name)
         self._config = config
@@ -88,7 +97,8 @@ class SerialLink:
         serial = self._config.serial
         while True:
             self.state = "waiting for device"
-            await wait_for_device(device, poll=serial.rescan_seconds)
+            await wait_for_device(device, poll=serial.rescan_seconds, wakeup=self._wakeup)
+            self._device_added.clear()
             self.state = "probing"
             # A port that has carried KD may be woken like a configured one: a target held at
             # a stop sends nothing by itself, and would otherwise never be found again.
@@ -113,11 +123,22 @@ class SerialLink:
             if result.result != "kd" or result.baud is None:
                 self.state = f"no KD ({result.result})"
                 pause = NOT_KD_RETRY_SECONDS if result.result == "not_kd" else serial.rescan_seconds
-                await asyncio.sleep(pause)
+                # A replug (a hotplug event for this port) ends the pause: probe the new cable.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._device_added.wait(), pause)
                 continue
             self._seen_kd = True
             await self._connect(result.baud, result.initial_bytes)
             self._last_probe = None  # after a link down, report the next probe again
+
+    def device_added(self) -> None:
+        """udev says the port (or an adapter under its stable name) is there now."""
+        self._device_added.set()
+
+    def device_removed(self) -> None:
+        """udev says the port is gone: end the connection now."""
+        if self._reader is not None:
+            self._reader.cancel()
 
     def _host_for(self, baud: int) -> KdHost:
         """The KD core for a new connection. The last one carries on if the target was running
@@ -150,7 +171,7 @@ class SerialLink:
             host,
             on_traffic=lambda data, inbound: self._on_traffic(self.target_id, data, inbound),
         )
-        reader = asyncio.create_task(driver.run())
+        reader = self._reader = asyncio.create_task(driver.run())
         if initial_bytes:
             self._on_traffic(self.target_id, initial_bytes, True)
             driver.command(lambda now: host.receive_data(initial_bytes, now))
@@ -171,6 +192,7 @@ class SerialLink:
             await worker.serve(driver)
         finally:
             self.baud = None
+            self._reader = None
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader

@@ -98,3 +98,94 @@ def _natural_key(path: str) -> tuple[tuple[int, str | int], ...]:
     return tuple(
         (1, int(part)) if part.isdigit() else (0, part) for part in re.split(r"(\d+)", path)
     )
+
+
+# --- hotplug: a tty udev announced, and what is behind it ----------------------------------------
+
+_HOTPLUG_TTY = re.compile(r"tty(USB|ACM|S)\d+")
+# What FTDI chips buffer before sending a short read to the host, in ms (kernel default 16). KD
+# is ping-pong (packet, ACK, next packet), so every turn would wait that long; 1 ms is the least
+# the driver takes (landscape.md 5.2 and 6.1).
+FTDI_LATENCY_MS = 1
+
+
+def candidate_for_tty(
+    kernel_name: str,
+    device_node: str | None,
+    device_links: Sequence[str],
+    *,
+    sysfs: Path = Path("/sys"),
+) -> SerialCandidate | None:
+    """The candidate for a tty udev just added (`ports = "auto"`), or None if it is not a serial
+    line to a target: a virtual console, a pty, or a ttyS with no UART behind it. Its stable
+    name is udev's by-id link, else its by-path link, else the node itself."""
+    if device_node is None or not _HOTPLUG_TTY.fullmatch(kernel_name):
+        return None
+    if kernel_name.startswith("ttyS") and not _is_real_uart(kernel_name, sysfs):
+        return None
+    for directory in _STABLE_LINK_DIRECTORIES:
+        for link in sorted(device_links):
+            if f"/{directory}/" in link:
+                return SerialCandidate(device=device_node, stable_name=link)
+    return SerialCandidate(device=device_node, stable_name=device_node)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TtyFacts:
+    """What sysfs says about a tty: the driver bound to it, and the USB device it is part of."""
+
+    driver: str | None = None
+    vendor_id: str | None = None  # "0403", as in sysfs and lsusb
+    product_id: str | None = None
+    serial: str | None = None
+    product: str | None = None
+
+
+def tty_facts(kernel_name: str, *, sysfs: Path = Path("/sys")) -> TtyFacts:
+    device = sysfs / "class" / "tty" / kernel_name / "device"
+    if not device.exists():
+        return TtyFacts()
+    driver_link = device / "driver"
+    driver = driver_link.resolve().name if driver_link.exists() else None
+    # Up from the port (or interface) to the USB device, the first directory with idVendor.
+    for directory in (device.resolve(), *device.resolve().parents):
+        if (directory / "idVendor").exists():
+            return TtyFacts(
+                driver=driver,
+                vendor_id=_attribute(directory / "idVendor"),
+                product_id=_attribute(directory / "idProduct"),
+                serial=_attribute(directory / "serial"),
+                product=_attribute(directory / "product"),
+            )
+        if directory == sysfs or directory.name == "devices":
+            break
+    return TtyFacts(driver=driver)
+
+
+def _attribute(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def set_ftdi_low_latency(kernel_name: str, *, sysfs: Path = Path("/sys")) -> str | None:
+    """Set an FTDI adapter's latency timer to FTDI_LATENCY_MS. Returns what happened, for the
+    log and `cartd links`, or None when the tty is not driven by ftdi_sio. The udev rule in
+    udev/ does the same as root; this covers a cart without it (if the daemon may write)."""
+    port = sysfs / "bus" / "usb-serial" / "devices" / kernel_name
+    driver = port / "driver"
+    if not driver.exists() or driver.resolve().name != "ftdi_sio":
+        return None
+    timer = port / "latency_timer"
+    now = _attribute(timer)
+    if now == str(FTDI_LATENCY_MS):
+        return f"FTDI latency timer is {FTDI_LATENCY_MS} ms"
+    try:
+        timer.write_text(f"{FTDI_LATENCY_MS}\n")
+    except OSError as error:
+        return (
+            f"FTDI latency timer left at {now or '?'} ms: cannot write {timer} "
+            f"({error.strerror}); install cartd's udev rule, which sets it as root"
+        )
+    return f"FTDI latency timer set from {now or '?'} ms to {FTDI_LATENCY_MS} ms"
