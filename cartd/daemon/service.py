@@ -7,7 +7,13 @@ shutdown then runs in a fixed order within a grace period: stop accepting contro
 the links (each closes its port), and flush, fsync and close every target's records.
 
 Every event goes through `publish`: into its target's records (when it has a target), to the
-control socket's subscribers, and to the log (stderr, which journald keeps for the service).
+control socket's subscribers, and to the log (stderr, which journald keeps for the service), and
+with structured fields to journald itself when systemd-python is there (journal_fields.py).
+
+Under systemd (deploy/cartd.service) the daemon tells it READY once its sockets are up, keeps
+STATUS= current, feeds the watchdog from the event loop and says STOPPING at shutdown
+(systemd_notify.py). SIGHUP re-reads the configuration and applies what it can without
+dropping a session (config_reload.py says what applies when).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cartd import events as ev
@@ -28,22 +35,26 @@ from cartd.capture.quota import disk_usage, prune_sessions
 from cartd.capture.recorder import SessionRecorder
 from cartd.capture.recover import recover_state_dir
 from cartd.capture.wire import LINKTYPE_IPV4, LINKTYPE_USER0
-from cartd.config import Config
+from cartd.config import Config, ConfigError, load_config
 from cartd.control.hub import EventHub, Subscription
 from cartd.control.protocol import ControlError, unknown_target
 from cartd.control.registry import MethodRegistry, Param
 from cartd.control.server import ControlServer, requester_uid, server_name
+from cartd.daemon.config_reload import Applies, config_changes, effective_config
+from cartd.daemon.journal_fields import JournalSink
 from cartd.daemon.kdnet_keys import KeyStore
 from cartd.daemon.kdnet_link import KdnetLink
+from cartd.daemon.link_detector import LinkDetector
 from cartd.daemon.relay import RelaySettings, TargetRelay
 from cartd.daemon.relay_info import attach_info
 from cartd.daemon.relay_ports import RelayPorts
 from cartd.daemon.serial_link import SerialLink
+from cartd.daemon.systemd_notify import SystemdNotifier, status_line
 from cartd.daemon.target_dumps import DumpSettings, TargetDumps
 from cartd.daemon.target_worker import TargetWorker
 from cartd.kd.dump_plans import TriageTier
 from cartd.kd.kdnet.keys import KdnetKeyError, parse_key
-from cartd.links.serial_ports import find_serial_ports
+from cartd.links.serial_ports import SerialCandidate
 from cartd.session.policy import CommandRefused, TargetSession
 
 log = logging.getLogger("cartd")
@@ -69,7 +80,22 @@ _LOG_LEVELS: dict[type[ev.Event], int] = {
     ev.Bugcheck: logging.WARNING,
     ev.CaptureError: logging.WARNING,
     ev.CaptureResumed: logging.WARNING,
+    ev.DumpStarted: logging.INFO,
+    ev.DumpWritten: logging.INFO,
+    ev.DumpStopped: logging.WARNING,
 }
+
+# The events that change a target's line in STATUS= (systemctl status cartd).
+_STATUS_EVENTS = (
+    ev.TargetConnected,
+    ev.Stopped,
+    ev.Bugcheck,
+    ev.Running,
+    ev.TargetRebooted,
+    ev.OwnerChanged,
+    ev.LinkUp,
+    ev.LinkDown,
+)
 
 
 @dataclass(slots=True)
@@ -80,12 +106,15 @@ class _Target:
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, sysfs: Path = Path("/sys"), udev: bool = True) -> None:
+        """`sysfs` and `udev` are for tests: a fake sysfs tree, and no udev monitor (events
+        are then replayed through `self.detector.on_event`)."""
         self.config = config
         self.hub = EventHub(history=max(config.replay_events, 1))
         self._methods = MethodRegistry()
         target = Param(str, required=True)
         self._methods.register("status", self._status)
+        self._methods.register("links", self._links)
         self._methods.register(
             "history",
             self._history,
@@ -120,8 +149,21 @@ class Daemon:
         self.targets: dict[str, _Target] = {}
         self.links: dict[str, SerialLink] = {}
         self._link_tasks: dict[str, asyncio.Task[None]] = {}
+        self.detector = LinkDetector(
+            config,
+            publish=self.publish,
+            serial_links=self.links,
+            start_serial=self._start_serial_link,
+            start_kdnet=self._start_interface_links,
+            stop_kdnet=self._stop_link,
+            sysfs=sysfs,
+            use_udev=udev,
+        )
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
+        self.notifier = SystemdNotifier()
+        self.journal = JournalSink()
+        self._discovery: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ control backend
 
@@ -138,6 +180,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         for note in recover_state_dir(self.config.state_dir):
             log.warning("recovered after a crash: %s: %s", note.path, note.note)
         socket_path = self.config.control_socket_path()
@@ -161,12 +204,16 @@ class Daemon:
         for target_id in self.relay_ports.known_targets():
             self._relay_for(target_id)
         housekeeping = asyncio.create_task(self._housekeeping())
-        discovery = asyncio.create_task(self._discover())
+        self._discovery = asyncio.create_task(self._discover())
         self._start_kdnet_links()
         self.ready.set()
+        self.notifier.ready()
+        self._update_status()
+        watchdog = asyncio.create_task(self.notifier.run_watchdog())
         try:
             await self.stopping.wait()
         finally:
+            self.notifier.stopping()
             log.info("cartd stopping")
             await server.close()
             for relay in self.relays.values():
@@ -174,40 +221,105 @@ class Daemon:
             for record in self.targets.values():
                 # A dump being read is made durable; the next daemon resumes it.
                 await record.worker.dumps.stop("the daemon is stopping")
-            for task in (discovery, housekeeping, *self._link_tasks.values()):
+            tasks = (self._discovery, housekeeping, watchdog, *self._link_tasks.values())
+            for task in tasks:
                 task.cancel()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    asyncio.gather(
-                        discovery, housekeeping, *self._link_tasks.values(), return_exceptions=True
-                    ),
-                    SHUTDOWN_GRACE_SECONDS,
+                    asyncio.gather(*tasks, return_exceptions=True), SHUTDOWN_GRACE_SECONDS
                 )
             for record in self.targets.values():
                 for event in record.recorder.close():  # flushes and fsyncs
                     self.hub.publish(event)
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             log.info("cartd stopped")
 
+    def reload(self) -> None:
+        """SIGHUP (`systemctl reload cartd`): read the configuration file again and apply what
+        can change while links, sessions and relays stay up; a file with a mistake is reported
+        and the configuration in use is kept."""
+        self.notifier.reloading()
+        try:
+            self._reload()
+        finally:
+            self.notifier.ready()
+
+    def _reload(self) -> None:
+        old = self.config
+        override = old.state_dir if old.state_dir_given else None
+        try:
+            new = load_config(old.source, state_dir_override=override)
+        except ConfigError as error:
+            log.error("reload: %s; cartd keeps the configuration it runs with", error)
+            return
+        changes = config_changes(old, new)
+        where = new.source or "no configuration file (every setting at its default)"
+        if not changes:
+            log.info("reload: %s: nothing changed", where)
+            return
+        for change in changes:
+            log.log(
+                logging.WARNING if change.applies is Applies.RESTART else logging.INFO,
+                "reload: %s",
+                change,
+            )
+        self.config = effective_config(old, new, changes)
+        for target_id, record in self.targets.items():
+            record.session.policy = self.config.policy_for(target_id)
+        for port, link in self.kdnet_links.items():
+            key = new.kdnet.keys.get(port)
+            if key is not None and key != old.kdnet.keys.get(port):
+                link.set_key(key)
+        self._start_kdnet_links()
+        if new.serial != old.serial and self._discovery is not None:
+            self._discovery.cancel()  # ports already open are skipped by the new search
+            self._discovery = asyncio.create_task(self._discover())
+        log.info("reload: %s: %d changes", where, len(changes))
+
     async def _discover(self) -> None:
-        serial = self.config.serial
-        while True:
-            for candidate in find_serial_ports(serial.ports):
-                if candidate.stable_name in self.links:
-                    continue
-                link = SerialLink(
-                    candidate,
-                    self.config,
-                    publish=self.publish,
-                    worker_for=self._worker_for,
-                    on_traffic=self._on_traffic,
-                )
-                self.links[candidate.stable_name] = link
-                self._link_tasks[candidate.stable_name] = asyncio.create_task(self._run_link(link))
-            if serial.ports != "auto":
-                return  # an explicit list does not change; vanished ports wait inside their task
-            await asyncio.sleep(serial.rescan_seconds)
+        """Serial ports, USB debug devices and KDNET interfaces, as they come and go (udev
+        events, else polling): cartd.daemon.link_detector."""
+        self.detector.config = self.config  # a reload may have changed it
+        await self.detector.run()
+
+    def _start_serial_link(self, candidate: SerialCandidate) -> None:
+        link = SerialLink(
+            candidate,
+            self.config,
+            publish=self.publish,
+            worker_for=self._worker_for,
+            on_traffic=self._on_traffic,
+            wakeup=self.detector.wakeup,
+        )
+        self.links[candidate.stable_name] = link
+        self._link_tasks[candidate.stable_name] = asyncio.create_task(self._run_link(link))
+
+    def _start_interface_links(self, interface: str, address: str) -> list[KdnetLink]:
+        """KDNET listeners on one network interface's address, one per configured port."""
+        try:
+            stored = self.keys.load()
+        except KdnetKeyError:
+            stored = {}  # said once at start-up by _start_kdnet_links
+        links = []
+        for port in self.config.kdnet.ports:
+            link = KdnetLink(
+                port,
+                self.config,
+                key=self.config.kdnet.keys.get(port) or stored.get(port),
+                publish=self.publish,
+                worker_for=self._worker_for,
+                on_traffic=self._on_traffic,
+                interface=(interface, address),
+            )
+            self._link_tasks[link.link] = asyncio.create_task(self._run_link(link))
+            links.append(link)
+        return links
+
+    def _stop_link(self, link: KdnetLink) -> None:
+        task = self._link_tasks.pop(link.link, None)
+        if task is not None:
+            task.cancel()
 
     def _start_kdnet_links(self) -> None:
         try:
@@ -215,7 +327,11 @@ class Daemon:
         except KdnetKeyError as error:
             log.error("%s; KDNET ports wait for keys given with `cartd key`", error)
             stored = {}
+        if self.config.kdnet.interfaces:
+            return  # listeners follow those interfaces instead (the link detector's)
         for port in self.config.kdnet.ports:
+            if port in self.kdnet_links:  # already listening (a reload adds only new ports)
+                continue
             key = self.config.kdnet.keys.get(port) or stored.get(port)
             link = KdnetLink(
                 port,
@@ -348,11 +464,32 @@ class Daemon:
         if target_id is not None and target_id in self.targets:
             self._publish_all(target_id, self.targets[target_id].recorder.record(event))
         self.hub.publish(event)
-        log.log(
-            _LOG_LEVELS.get(type(event), logging.DEBUG),
-            "%s: %s",
-            ev.event_subject(event),
-            ev.describe(event),
+        level = _LOG_LEVELS.get(type(event), logging.DEBUG)
+        journaled = self._journal_event(event, level, target_id)
+        if not (journaled and self.journal.replaces_stderr):
+            log.log(level, "%s: %s", ev.event_subject(event), ev.describe(event))
+        if isinstance(event, _STATUS_EVENTS):
+            self._update_status()
+
+    def _journal_event(self, event: ev.Event, level: int, target_id: str | None) -> bool:
+        record = self.targets.get(target_id) if target_id is not None else None
+        link = record.session.link if record is not None else None
+        return self.journal.send(event, level=level, link=link)
+
+    def _update_status(self) -> None:
+        """STATUS= for `systemctl status cartd` (rate-limited by the notifier)."""
+        self.notifier.status(
+            status_line(
+                [
+                    (
+                        target_id,
+                        record.session.state.value,
+                        record.session.owner,
+                        record.session.bugcheck.code if record.session.bugcheck else None,
+                    )
+                    for target_id, record in self.targets.items()
+                ]
+            )
         )
 
     def _publish_all(self, target_id: str, events: list[ev.Event]) -> None:
@@ -363,7 +500,11 @@ class Daemon:
             if not recorder.closed:
                 recorder.record(event)
             self.hub.publish(event)
-            log.warning("%s: %s", ev.event_subject(event), ev.describe(event))
+            if not (
+                self._journal_event(event, logging.WARNING, target_id)
+                and self.journal.replaces_stderr
+            ):
+                log.warning("%s: %s", ev.event_subject(event), ev.describe(event))
 
     # ------------------------------------------------------------------ control methods
 
@@ -412,6 +553,10 @@ class Daemon:
             "state_dir": str(self.config.state_dir),
             "disk_free_bytes": disk_free,
         }
+
+    async def _links(self, params: object) -> dict[str, Any]:
+        """`cartd links`: what is plugged in now and what cartd makes of each."""
+        return await asyncio.to_thread(self.detector.report)
 
     def _disk_figures(self, target_ids: list[str]) -> tuple[dict[str, int], int | None]:
         """Disk use of each target's records (as the quota counts it), and the bytes free on
@@ -491,7 +636,13 @@ class Daemon:
         checked, kept in a file only the daemon's user reads, and never echoed."""
         port, key = params["port"], params["key"].strip().lower()
         link = self.kdnet_links.get(port)
-        if link is None:
+        on_interfaces = [
+            interface_link
+            for listening in self.detector.listening.values()
+            for interface_link in listening.links
+            if interface_link.port == port
+        ]
+        if link is None and not on_interfaces:
             ports = ", ".join(str(p) for p in self.kdnet_links) or "none"
             raise ControlError(
                 "invalid_params",
@@ -512,5 +663,6 @@ class Daemon:
             raise ControlError(
                 "internal_error", f"cannot store the key in {self.keys.path}: {error.strerror}"
             ) from None
-        link.set_key(key)
+        for each in ([link] if link is not None else []) + on_interfaces:
+            each.set_key(key)
         return {"port": port}
