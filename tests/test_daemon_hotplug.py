@@ -32,6 +32,7 @@ from usb_fixtures import (
 
 from cartd import events as ev
 from cartd.links.hotplug import DeviceEvent
+from cartd.links_command import format_links
 from cartd.sim.target import Scenario
 
 SLOW_POLL = 30.0  # seconds: far longer than any wait below, so a poll cannot be what acted
@@ -95,6 +96,8 @@ async def test_an_ftdi_adapter_plugged_and_unplugged(tmp_path: Path) -> None:
                 assert port["state"].startswith("connected")
                 assert "FTDI latency timer" in (port["latency"] or "") or port["driver"] is None
                 assert listing["hotplug"].startswith("off: ")
+                shown = format_links(listing)
+                assert f"  {by_id}  (" in shown and "connected" in shown, shown
                 # --- unplug ----------------------------------------------------------------
                 sim.unplug()
                 by_id.unlink()
@@ -222,6 +225,10 @@ async def test_a_cdc_eem_adapter_is_configured_and_listened_on(tmp_path: Path) -
                 "usb",
             )
             assert network["listeners"][0]["link"] == f"kdnet:usb0:{port}"
+            shown = format_links(listing)  # what `cartd links` prints
+            assert "  usb0 127.0.0.2 (usb)\n" in shown, shown
+            assert f"    kdnet:usb0:{port}: " in shown, shown
+            assert "  1-4 [045e:0001] Windows KDNET USB-EEM\n" in shown, shown
             daemon.daemon.detector.on_event(usb_event(sysfs, CDC_EEM, action="remove"))
             await asyncio.sleep(0.2)
             assert not udp_address_in_use("127.0.0.2", port)
