@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cartd.kd.context import Amd64Register, KSpecialRegister
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FAKE_NT = SHARED / "vectors" / "fake-nt"
 KERNEL_IMAGE = FAKE_NT / "ntoskrnl.exe"
@@ -64,3 +66,41 @@ def network_isolation() -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return prefix if probe.returncode == 0 else []
+
+
+# `r` prints "name value" pairs; these are ntoseye's names for CONTEXT fields.
+CONTEXT_REGISTERS = {
+    "rax": Amd64Register.RAX,
+    "rbx": Amd64Register.RBX,
+    "rcx": Amd64Register.RCX,
+    "rdx": Amd64Register.RDX,
+    "rsi": Amd64Register.RSI,
+    "rdi": Amd64Register.RDI,
+    "rsp": Amd64Register.RSP,
+    "rbp": Amd64Register.RBP,
+    "rip": Amd64Register.RIP,
+    "r8": Amd64Register.R8,
+    "r9": Amd64Register.R9,
+    "r10": Amd64Register.R10,
+    "r11": Amd64Register.R11,
+    "r12": Amd64Register.R12,
+    "r13": Amd64Register.R13,
+    "r14": Amd64Register.R14,
+    "r15": Amd64Register.R15,
+    "rfl": Amd64Register.EFLAGS,
+    "cs": Amd64Register.SEG_CS,
+    "ds": Amd64Register.SEG_DS,
+    "es": Amd64Register.SEG_ES,
+    "fs": Amd64Register.SEG_FS,
+    "gs": Amd64Register.SEG_GS,
+    "ss": Amd64Register.SEG_SS,
+}
+# ...and these come from KSPECIAL_REGISTERS (ReadControlSpace 2).
+SPECIAL_REGISTERS = {
+    "cr0": KSpecialRegister.CR0,
+    "cr2": KSpecialRegister.CR2,
+    "cr3": KSpecialRegister.CR3,
+    "cr4": KSpecialRegister.CR4,
+    "cr8": KSpecialRegister.CR8,
+}
+REGISTER_PAIR = re.compile(r"\b(r[a-z0-9]{1,2}|cr\d|[cdefgs]s)\s+([0-9a-f`]{4,17})\b")

@@ -32,13 +32,16 @@ import pytest
 from ntoseye_support import (
     BYTES_LINE,
     CLOSED_PROXY,
+    CONTEXT_REGISTERS,
     FAKE_NT,
     KERNEL_IMAGE,
     KERNEL_PDB,
     MODULE_LINE,
     PROXY_VARIABLES,
     QWORDS_LINE,
+    REGISTER_PAIR,
     SECTION_MARK,
+    SPECIAL_REGISTERS,
     find_ntoseye,
     hex_value,
     network_isolation,
@@ -48,7 +51,7 @@ from ntoseye_support import (
 
 from cartd.cli import build_parser
 from cartd.kd.constants import DbgStatus
-from cartd.kd.context import Amd64Register, KSpecialRegister, read_register, with_register
+from cartd.kd.context import Amd64Register, read_register, with_register
 from cartd.sim.command import build_target
 from cartd.sim.machine import SimulatedMachine
 from cartd.sim.memory import pml4_index
@@ -64,43 +67,6 @@ SIM_START_TIMEOUT = 20.0  # `cartd sim` imports, builds a 4 GiB machine and list
 SIM_STATE_TIMEOUT = 10.0  # for the simulator to report that the target runs again
 # AF_UNIX paths hold at most 107 bytes on Linux (sun_path is 108 with the NUL).
 MAX_SOCKET_PATH = 100
-
-# `r` prints "name value" pairs; these are ntoseye's names for CONTEXT fields.
-CONTEXT_REGISTERS = {
-    "rax": Amd64Register.RAX,
-    "rbx": Amd64Register.RBX,
-    "rcx": Amd64Register.RCX,
-    "rdx": Amd64Register.RDX,
-    "rsi": Amd64Register.RSI,
-    "rdi": Amd64Register.RDI,
-    "rsp": Amd64Register.RSP,
-    "rbp": Amd64Register.RBP,
-    "rip": Amd64Register.RIP,
-    "r8": Amd64Register.R8,
-    "r9": Amd64Register.R9,
-    "r10": Amd64Register.R10,
-    "r11": Amd64Register.R11,
-    "r12": Amd64Register.R12,
-    "r13": Amd64Register.R13,
-    "r14": Amd64Register.R14,
-    "r15": Amd64Register.R15,
-    "rfl": Amd64Register.EFLAGS,
-    "cs": Amd64Register.SEG_CS,
-    "ds": Amd64Register.SEG_DS,
-    "es": Amd64Register.SEG_ES,
-    "fs": Amd64Register.SEG_FS,
-    "gs": Amd64Register.SEG_GS,
-    "ss": Amd64Register.SEG_SS,
-}
-# ...and these come from KSPECIAL_REGISTERS (ReadControlSpace 2).
-SPECIAL_REGISTERS = {
-    "cr0": KSpecialRegister.CR0,
-    "cr2": KSpecialRegister.CR2,
-    "cr3": KSpecialRegister.CR3,
-    "cr4": KSpecialRegister.CR4,
-    "cr8": KSpecialRegister.CR8,
-}
-_REGISTER_PAIR = re.compile(r"\b(r[a-z0-9]{1,2}|cr\d|[cdefgs]s)\s+([0-9a-f`]{4,17})\b")
 
 
 # --------------------------------------------------------------------------- the simulator
@@ -332,7 +298,7 @@ def _section(run: NtoseyeRun, name: str) -> list[str]:
 def _registers(run: NtoseyeRun, name: str) -> dict[str, int]:
     found: dict[str, int] = {}
     for line in _section(run, name):
-        for register, value in _REGISTER_PAIR.findall(line):
+        for register, value in REGISTER_PAIR.findall(line):
             found[register] = hex_value(value)
     return found
 

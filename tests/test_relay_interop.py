@@ -38,12 +38,15 @@ from daemon_harness import (
 )
 from ntoseye_support import (
     CLOSED_PROXY,
+    CONTEXT_REGISTERS,
     FAKE_NT,
     KERNEL_IMAGE,
     KERNEL_PDB,
     MODULE_LINE,
     PROXY_VARIABLES,
+    REGISTER_PAIR,
     SECTION_MARK,
+    SPECIAL_REGISTERS,
     find_ntoseye,
     hex_value,
     network_isolation,
@@ -57,7 +60,7 @@ from cartd.cli import build_parser
 from cartd.config import CaptureConfig, Config, KdnetConfig, Policy, RelayConfig, SerialConfig
 from cartd.control.client import ControlClient
 from cartd.kd.constants import DbgStatus
-from cartd.kd.context import Amd64Register, KSpecialRegister, read_register, with_register
+from cartd.kd.context import Amd64Register, read_register, with_register
 from cartd.kd.dialect import KDNET, KDNET_MAX_TRANSFER
 from cartd.kd.kdnet.keys import parse_key
 from cartd.links.streams import open_pty_pair
@@ -436,26 +439,6 @@ async def run_ntoseye(
     )
 
 
-_REGISTER_PAIR = re.compile(r"\b(r[a-z0-9]{1,2}|cr\d|[cdefgs]s)\s+([0-9a-f`]{4,17})\b")
-_CONTEXT_REGISTERS = {
-    "rax": Amd64Register.RAX,
-    "rbx": Amd64Register.RBX,
-    "rcx": Amd64Register.RCX,
-    "rdx": Amd64Register.RDX,
-    "rsi": Amd64Register.RSI,
-    "rdi": Amd64Register.RDI,
-    "rsp": Amd64Register.RSP,
-    "rbp": Amd64Register.RBP,
-    "rip": Amd64Register.RIP,
-    "r8": Amd64Register.R8,
-    "r15": Amd64Register.R15,
-    "rfl": Amd64Register.EFLAGS,
-    "cs": Amd64Register.SEG_CS,
-    "ss": Amd64Register.SEG_SS,
-}
-_SPECIAL_REGISTERS = {"cr0": KSpecialRegister.CR0, "cr3": KSpecialRegister.CR3}
-
-
 def _expected_break_in_registers(machine: SimulatedMachine) -> dict[str, int]:
     """Processor 0 at a break-in: DbgBreakPointWithStatus(DBG_STATUS_CONTROL_C), so RIP is on
     its int3 and RCX holds the status (what SimulatedTarget reports)."""
@@ -464,9 +447,9 @@ def _expected_break_in_registers(machine: SimulatedMachine) -> dict[str, int]:
     )
     context = with_register(context, Amd64Register.RCX, DbgStatus.CONTROL_C)
     special = bytes(machine.special_registers(0))
-    expected = {name: read_register(context, field) for name, field in _CONTEXT_REGISTERS.items()}
+    expected = {name: read_register(context, field) for name, field in CONTEXT_REGISTERS.items()}
     expected.update(
-        {name: read_register(special, field) for name, field in _SPECIAL_REGISTERS.items()}
+        {name: read_register(special, field) for name, field in SPECIAL_REGISTERS.items()}
     )
     return expected
 
@@ -566,7 +549,7 @@ def _assert_ntoseye_saw_the_machine(run: NtoseyeRun, machine: SimulatedMachine) 
 
     shown: dict[str, int] = {}
     for line in run.section("r"):
-        for register, value in _REGISTER_PAIR.findall(line):
+        for register, value in REGISTER_PAIR.findall(line):
             shown[register] = hex_value(value)
     expected = _expected_break_in_registers(machine)
     wrong = {

@@ -34,6 +34,7 @@ from daemon_harness import (
     start_sim,
     write_config,
 )
+from unit_files import verify_unit
 
 from cartd import events as ev
 from cartd.daemon.systemd_notify import SystemdNotifier, status_line, watchdog_interval
@@ -247,17 +248,7 @@ def test_notify_without_systemd_python_logs_what_to_install() -> None:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
 def test_the_service_unit_passes_systemd_analyze(tmp_path: Path) -> None:
     """deploy/cartd.service as installed: ExecStart pointed at this cartd."""
-    unit = (ROOT / "deploy" / "cartd.service").read_text()
-    cartd = Path(sys.executable).with_name("cartd")
-    (tmp_path / "cartd.service").write_text(unit.replace("/usr/local/bin/cartd", str(cartd)))
-    result = subprocess.run(
-        ["systemd-analyze", "verify", str(tmp_path / "cartd.service")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "cartd.service" not in result.stderr, result.stderr
+    unit = verify_unit("cartd.service", tmp_path)
     for setting in ("Type=notify", "WatchdogSec=30s", "DevicePolicy=closed", "TimeoutStopSec=30s"):
         assert f"\n{setting}\n" in unit
     assert "\nPrivateDevices=" not in unit

@@ -18,6 +18,7 @@ from test_tui_snapshots import KDNET_TARGET, SERIAL_TARGET, STATUS, _events
 from textual.binding import Binding
 from textual.command import CommandPalette
 from tui_support import recorded_daemon_thread, screen_text, until
+from unit_files import verify_unit
 
 from cartd.tui.app import CartdApp
 from cartd.tui.cart_screen import CartScreen
@@ -182,14 +183,4 @@ def test_cartd_tui_with_no_daemon_waits_for_one(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
 def test_the_kiosk_unit_passes_systemd_analyze(tmp_path: Path) -> None:
     """deploy/cartd-tui@.service as installed: ExecStart pointed at this cartd."""
-    unit = (ROOT / "deploy" / "cartd-tui@.service").read_text()
-    cartd = Path(sys.executable).with_name("cartd")
-    (tmp_path / "cartd-tui@.service").write_text(unit.replace("/usr/local/bin/cartd", str(cartd)))
-    result = subprocess.run(
-        ["systemd-analyze", "verify", str(tmp_path / "cartd-tui@tty1.service")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "cartd-tui@" not in result.stderr, result.stderr
+    verify_unit("cartd-tui@.service", tmp_path, instance="tty1")
