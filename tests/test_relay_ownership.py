@@ -62,6 +62,7 @@ class Relayed:
         return target
 
     async def owner_is(self, owner: str, *, after: int = 0, timeout: float = 20.0) -> int:
+        """Where the journal says a remote debugger ("remote": any) took the target."""
         at, _ = await self.watch.wait_type(
             ev.OwnerChanged,
             self.target,
@@ -70,6 +71,18 @@ class Relayed:
             where=lambda e: e.owner == owner or (owner != "cartd" and e.owner != "cartd"),
         )
         return at
+
+    async def owner_back(self, *, after: int, timeout: float = 20.0) -> tuple[int, ev.OwnerChanged]:
+        """Where (and why) the daemon took the target back after index `after`."""
+        at, back = await self.watch.wait_type(
+            ev.OwnerChanged,
+            self.target,
+            after=after,
+            timeout=timeout,
+            where=lambda e: e.owner == "cartd",
+        )
+        assert isinstance(back, ev.OwnerChanged)
+        return at, back
 
     def memory(self, address: int, size: int) -> bytes:
         return self.sim.target.machine.read_virtual(address, size)
@@ -135,9 +148,7 @@ async def test_attach_while_running_then_another_attaches_while_stopped(tmp_path
             assert await first.read("virtual", kernel, 512) == relay.memory(kernel, 512)
         finally:
             await first.exit()
-        at, back = await relay.watch.wait_type(
-            ev.OwnerChanged, relay.target, after=mark + 1, where=lambda e: e.owner == "cartd"
-        )
+        at, back = await relay.owner_back(after=mark + 1)
         assert back.reason == "the remote debugger disconnected", back
         await relay.watch.wait_type(
             ev.Stopped, relay.target, where=lambda e: e.reason == "break_in"
@@ -161,9 +172,7 @@ async def test_attach_while_running_then_another_attaches_while_stopped(tmp_path
             await _no_wrong_answers(second, relay)
         finally:
             await second.exit()
-        await relay.watch.wait_type(
-            ev.OwnerChanged, relay.target, after=at + 1, where=lambda e: e.owner == "cartd"
-        )
+        await relay.owner_back(after=at + 1)
         assert (await relay.status())["state"] == "running"
 
 
@@ -188,9 +197,7 @@ async def test_a_second_debugger_is_refused_until_it_takes_over(tmp_path: Path) 
             async with await ControlClient.connect(relay.daemon.socket_path) as client:
                 taken = await client.call("take_over", target=relay.target)
             assert taken["previous"] is not None and taken["seconds"] > 0
-            at, back = await relay.watch.wait_type(
-                ev.OwnerChanged, relay.target, after=mark + 1, where=lambda e: e.owner == "cartd"
-            )
+            at, back = await relay.owner_back(after=mark + 1)
             assert back.reason.startswith("taken over by"), back
         finally:
             await first.kill()
@@ -220,9 +227,7 @@ async def test_leaving_mid_request_or_being_killed_leaves_both_hops_in_step(
         first.send("read_virtual", address=kernel, size=3944)
         await asyncio.sleep(0.01)
         await first.kill()
-        at, _ = await relay.watch.wait_type(
-            ev.OwnerChanged, relay.target, after=mark + 1, where=lambda e: e.owner == "cartd"
-        )
+        at, _ = await relay.owner_back(after=mark + 1)
 
         # A raw client sends a read and hangs up before the answer.
         _, writer = await asyncio.open_connection("127.0.0.1", relay.port)
@@ -231,9 +236,7 @@ async def test_leaving_mid_request_or_being_killed_leaves_both_hops_in_step(
         await writer.drain()
         writer.close()
         at = await relay.owner_is("remote", after=at + 1)
-        at, _ = await relay.watch.wait_type(
-            ev.OwnerChanged, relay.target, after=at + 1, where=lambda e: e.owner == "cartd"
-        )
+        at, _ = await relay.owner_back(after=at + 1)
         assert (await relay.status())["state"] == "stopped"
 
         second = await RemoteHost.start(relay.tcp)
@@ -258,13 +261,7 @@ async def test_a_silent_debugger_loses_the_target(tmp_path: Path) -> None:
         _, writer = await asyncio.open_connection("127.0.0.1", relay.port)
         try:
             mark = await relay.owner_is("remote")
-            _, back = await relay.watch.wait_type(
-                ev.OwnerChanged,
-                relay.target,
-                after=mark + 1,
-                timeout=30,
-                where=lambda e: e.owner == "cartd",
-            )
+            _, back = await relay.owner_back(after=mark + 1, timeout=30)
             assert "stopped answering" in back.reason, back
             assert (await relay.status())["state"] == "running"
         finally:
@@ -358,9 +355,7 @@ async def test_a_bugcheck_goes_to_the_remote_debugger_and_its_dump_is_written_wh
             assert not [e for e in relay.watch.of(relay.target) if isinstance(e, ev.DumpStarted)]
         finally:
             await remote.exit()
-        at, _ = await relay.watch.wait_type(
-            ev.OwnerChanged, relay.target, after=mark + 1, where=lambda e: e.owner == "cartd"
-        )
+        at, _ = await relay.owner_back(after=mark + 1)
         _, written = await relay.watch.wait_type(
             ev.DumpWritten, relay.target, after=at, timeout=120
         )
