@@ -24,6 +24,9 @@ readonly UNIT_DIR=/etc/systemd/system
 readonly RULES_DIR=/etc/udev/rules.d
 readonly RULES=60-cartd.rules
 readonly USER_NAME=cartd
+# Debian's own Python (python3-venv below), which the service's user can run: a python3 that
+# comes first on root's PATH may live where that user cannot reach it (pyenv under /root).
+readonly PYTHON=/usr/bin/python3
 readonly KIOSK_UNIT=cartd-tui@tty1.service
 # What building and running cartd[systemd] needs: the venv, a compiler and libsystemd for
 # systemd-python, ip(8) for USB-Ethernet debug links, udevadm, and setfacl for the udev rules.
@@ -130,11 +133,13 @@ install_cart() {
     fi
 
     say "== cartd in $VENV, from $SOURCE_DIR"
-    if [[ -x "$VENV/bin/python" ]]; then
+    if [[ -x "$VENV/bin/python" && "$(readlink -f "$VENV/bin/python")" == /usr/* ]]; then
         say "$VENV exists"
     else
+        # None yet, or one on a Python the service's user may not be able to run: made anew.
+        run rm -rf "$VENV"
         run install -d -m 0755 "$PREFIX"
-        run python3 -m venv "$VENV"
+        run "$PYTHON" -m venv "$VENV"
     fi
     # A copy, not an editable install: the checkout may be moved or deleted afterwards. Running
     # the script again installs the checkout's current version over it. pip builds in the source

@@ -82,6 +82,10 @@ def test_install_actions() -> None:
             ("--groups", "dialout"),
         ]:
             assert useradd[useradd.index(option) + 1] == value
+    # The venv, when it is made, on Debian's Python: the service's user must be able to run it.
+    for action in actions:
+        if action[1:3] == ["-m", "venv"]:
+            assert action == ["/usr/bin/python3", "-m", "venv", "/opt/cartd/venv"], action
     # The package from this checkout, with the systemd extra, in /opt/cartd/venv.
     [pip] = [action for action in actions if action[0] == "/opt/cartd/venv/bin/pip"]
     assert pip[1] == "install" and pip[-1].endswith("[systemd]")
