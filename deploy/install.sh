@@ -253,7 +253,8 @@ uninstall_cart() {
     say "cartd is uninstalled$(done_note)."
     say "Kept: the records in $STATE_DIR, the configuration in $CONFIG_DIR, the user and group"
     say "$USER_NAME and the Debian packages. To remove those too:"
-    say "  rm -rf $STATE_DIR $CONFIG_DIR && userdel $USER_NAME && groupdel $USER_NAME"
+    # userdel also removes the group when it is the user's own and has no other members.
+    say "  rm -rf $STATE_DIR $CONFIG_DIR && userdel $USER_NAME && (groupdel $USER_NAME || true)"
 }
 
 require_root
