@@ -21,8 +21,9 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from daemon_harness import (
@@ -48,16 +49,18 @@ class Notification:
     at: float  # time.monotonic() when it arrived
     message: str
     socket_existed: bool  # whether the control socket file existed then
+    udp_bound: bool  # whether the daemon's KDNET port was bound then
 
 
 class FakeSystemd:
     """The receiving end of NOTIFY_SOCKET, read by a thread so that a blocked event loop in
     the daemon cannot delay the reading."""
 
-    def __init__(self, path: Path, control_socket: Path) -> None:
+    def __init__(self, path: Path, control_socket: Path, kdnet_port: int) -> None:
         assert len(os.fsencode(path)) <= SOCKET_PATH_MAX, path
         self.path = path
         self.control_socket = control_socket
+        self.kdnet_port = kdnet_port
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
         self.sock.settimeout(0.1)
@@ -73,7 +76,8 @@ class FakeSystemd:
             except TimeoutError:
                 continue
             existed = self.control_socket.exists()
-            self.received.append(Notification(time.monotonic(), data.decode(), existed))
+            bound = _udp_port_taken(self.kdnet_port)
+            self.received.append(Notification(time.monotonic(), data.decode(), existed, bound))
 
     def close(self) -> None:
         self._stop.set()
@@ -93,6 +97,21 @@ class FakeSystemd:
 
     def summary(self) -> str:
         return "\n".join(f"{n.at:.3f} {n.message!r}" for n in self.received[-40:])
+
+
+def _udp_port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def requires_systemd_python() -> None:
@@ -123,7 +142,18 @@ async def test_ready_status_watchdog_and_stopping(
     config = load_test_config(
         write_config(tmp_path / "cartd.toml", ports=[sim.slave_path]), tmp_path / "s"
     )
-    fake = FakeSystemd(tmp_path / "notify", config.control_socket_path())
+    kdnet_port = free_udp_port()
+    config = replace(config, kdnet=replace(config.kdnet, ports=(kdnet_port,)))
+    fake = FakeSystemd(tmp_path / "notify", config.control_socket_path(), kdnet_port)
+    # Binding a UDP socket takes microseconds; made slow here, so that a READY=1 sent before
+    # the KDNET port is listening would be caught.
+    bind = asyncio.BaseEventLoop.create_datagram_endpoint
+
+    async def slow_bind(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.5)
+        return await bind(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "create_datagram_endpoint", slow_bind)
     monkeypatch.setenv("NOTIFY_SOCKET", str(fake.path))
     monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
@@ -133,6 +163,7 @@ async def test_ready_status_watchdog_and_stopping(
             ready = fake.with_line("READY=1")
             assert len(ready) == 1, fake.summary()
             assert ready[0].socket_existed, "READY=1 came before the control socket existed"
+            assert ready[0].udp_bound, "READY=1 came before the KDNET port was bound"
             # Nothing claimed readiness earlier, and the listeners were up by then.
             assert daemon.daemon.ready.is_set()
 

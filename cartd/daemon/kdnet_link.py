@@ -87,6 +87,8 @@ class KdnetLink:
         self.peer: str | None = None
         self._driver: KdnetDriver | None = None
         self._serving: asyncio.Task[None] | None = None
+        # Set once the first try to listen has succeeded or failed (READY waits for it).
+        self.settled = asyncio.Event()
 
     def set_key(self, key: str) -> None:
         """A key given at run time: the port is served with it from now on."""
@@ -98,6 +100,7 @@ class KdnetLink:
             try:
                 await self._listen()
             except OSError as error:  # the port is taken, or the interface has no such address
+                self.settled.set()
                 self.state = f"cannot listen: {error.strerror}"
                 self._publish(
                     ev.LinkProbed(
@@ -121,6 +124,7 @@ class KdnetLink:
                     lambda: _KeylessListener(self._key_needed),
                     local_addr=(self._interface, self.port),
                 )
+                self.settled.set()
                 try:
                     await self._key_changed.wait()
                 finally:
@@ -141,6 +145,7 @@ class KdnetLink:
         self._driver = driver
         self._serving = None
         await driver.open((self._interface, self.port))
+        self.settled.set()
         try:
             await self._key_changed.wait()  # serve until the key is replaced (or cancelled)
         finally:

@@ -140,6 +140,9 @@ class TargetRelay:
         self._socket_file: SocketFile | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connections: set[asyncio.Task[Any]] = set()
+        # Set once the TCP listener's first try has succeeded or failed (READY waits for it).
+        self.settled = asyncio.Event()
+        self.started = False
         # After `cartd take-over`: (uid, name, monotonic deadline) of the user it is kept for.
         self._reserved: tuple[int | None, str, float] | None = None
 
@@ -147,6 +150,7 @@ class TargetRelay:
 
     def start(self) -> None:
         """Start listening (in the background: a TCP port still taken is tried again)."""
+        self.started = True
         self._spawn(self._listen_tcp())
         if self.settings.unix_socket is not None:
             self._spawn(self._listen_unix(self.settings.unix_socket))
@@ -181,6 +185,7 @@ class TargetRelay:
                     self._accept_tcp, host=bind, port=port, reuse_address=True
                 )
             except OSError as error:
+                self.settled.set()
                 self.tcp_state = f"cannot listen on {bind}:{port}: {error.strerror}"
                 log.error(
                     "%s: KD relay %s; trying again in %g s",
@@ -191,6 +196,7 @@ class TargetRelay:
                 await asyncio.sleep(RETRY_LISTEN_SECONDS)
                 continue
             self._servers.append(server)
+            self.settled.set()
             self.tcp_state = f"listening on {bind}:{port}"
             log.info("%s: KD relay listening on %s port %d", self.target_id, bind, port)
             return

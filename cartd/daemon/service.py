@@ -60,6 +60,8 @@ from cartd.session.policy import CommandRefused, TargetSession
 log = logging.getLogger("cartd")
 
 SHUTDOWN_GRACE_SECONDS = 5.0
+# READY waits this long at most for the listeners' first try (binding a socket takes ms).
+SETTLE_SECONDS = 5.0
 NOISE_REPORT_SECONDS = 1.0  # line-noise totals go to the journal at most this often
 QUOTA_CHECK_SECONDS = 60.0
 # What a 115200 baud line reads (bench/kd_throughput.py: 95% of 11,520 bytes/s), for the
@@ -206,6 +208,7 @@ class Daemon:
         housekeeping = asyncio.create_task(self._housekeeping())
         self._discovery = asyncio.create_task(self._discover())
         self._start_kdnet_links()
+        await self._listeners_settled()
         self.ready.set()
         self.notifier.ready()
         self._update_status()
@@ -234,6 +237,15 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             log.info("cartd stopped")
+
+    async def _listeners_settled(self) -> None:
+        """Until every KDNET port and KD relay has tried to listen (a port that is taken is
+        tried again later, and says so): READY means the sockets are there."""
+        waits = [link.settled.wait() for link in self.kdnet_links.values()]
+        waits += [relay.settled.wait() for relay in self.relays.values() if relay.started]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), SETTLE_SECONDS)
 
     def reload(self) -> None:
         """SIGHUP (`systemctl reload cartd`): read the configuration file again and apply what
