@@ -179,7 +179,10 @@ async def test_ready_status_watchdog_and_stopping(
                 fake,
                 5,
             )
-            assert fake.statuses()[0] == "no targets yet; listening", fake.summary()
+            # The first line says what there was then: nothing yet, or the serial port's
+            # target already waiting (the slowed KDNET bind gives it time to be found).
+            first = fake.statuses()[0]
+            assert first == "no targets yet; listening" or target in first, fake.summary()
             latest = fake.statuses()[-1]
             assert latest.startswith("1 target: ") and target in latest, latest
 
