@@ -32,7 +32,13 @@ from cartd import events as ev
 from cartd.control.client import ControlClient
 from cartd.kd.constants import INITIAL_PACKET_ID, PacketType
 from cartd.kd.debug_io import pull_debug_io
-from cartd.kd.framing import KdPacket, PacketDecoded, PacketDecoder, encode_data_packet
+from cartd.kd.framing import (
+    KdPacket,
+    PacketDecoded,
+    PacketDecoder,
+    encode_control_packet,
+    encode_data_packet,
+)
 from cartd.kd.manipulate import push_manipulate, read_virtual_memory_request
 from cartd.sim.target import Scenario
 
@@ -361,6 +367,45 @@ async def test_a_bugcheck_goes_to_the_remote_debugger_and_its_dump_is_written_wh
         )
         assert written.pages > 0 and Path(written.path).exists()
         assert (await relay.status())["state"] == "bugchecked"
+
+
+async def test_a_client_that_floods_requests_is_let_go(tmp_path: Path) -> None:
+    """Requests sent without waiting for the answers (no KD debugger does that) are not let
+    pile up in front of the target: the client is disconnected, and a real debugger that
+    comes next finds the target stopped where it was and reads it correctly."""
+    async with relayed(tmp_path) as relay:
+        kernel = relay.sim.target.machine.kernel_base
+        first = await RemoteHost.start(relay.tcp)
+        try:
+            await first.must("attach", break_in=True)
+            stop = await first.must("wait_stop", timeout=30)
+        finally:
+            await first.exit()
+        mark = len(relay.watch.events)
+        _, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        try:
+            # ACK the stop the relay presents (its first packet: the initial id with the sync
+            # bit, ACKed without it), then fire requests with the ids it expects in turn.
+            flood = [encode_control_packet(PacketType.KD_ACKNOWLEDGE, INITIAL_PACKET_ID)]
+            request = push_manipulate(read_virtual_memory_request(kernel, 3944))
+            for number in range(12):
+                packet_id = INITIAL_PACKET_ID ^ (number & 1)
+                flood.append(encode_data_packet(PacketType.KD_STATE_MANIPULATE, packet_id, request))
+            writer.write(b"".join(flood))
+            await writer.drain()
+            _, back = await relay.owner_back(after=mark, timeout=30)
+            assert "without waiting for the answers" in back.reason, back
+        finally:
+            writer.close()
+        second = await RemoteHost.start(relay.tcp)
+        try:
+            await second.must("attach", break_in=False)
+            assert (await second.must("wait_stop", timeout=30))["pc"] == stop["pc"]
+            assert await second.read("virtual", kernel, 3944) == relay.memory(kernel, 3944)
+            await second.must("continue")
+            await _no_wrong_answers(second, relay)
+        finally:
+            await second.exit()
 
 
 def _printed(wire: bytes) -> str:

@@ -76,6 +76,9 @@ MAX_QUEUED_PRINTS = 2000
 # A remote debugger that does not read what is sent to it is let go beyond this.
 MAX_UNSENT_BYTES = 1 << 20
 REFUSAL_GRACE_SECONDS = 1.0
+# Requests from one remote debugger on their way to the target at once. A KD debugger has one
+# (it waits for each answer); a second can be a request sent again after a lost answer.
+MAX_OUTSTANDING_REQUESTS = 4
 CLOSE_GRACE_SECONDS = 2.0
 RETRY_LISTEN_SECONDS = 10.0
 _READ_SIZE = 65536
@@ -404,6 +407,7 @@ class RemoteDebugger:
         # The stop the remote debugger was told of, and the request it waits on.
         self._stop: bytes | None = None
         self._pending: ManipulateReceived | None = None
+        self._outstanding = 0  # requests handed to the target and not answered yet
 
     async def run(self) -> str:
         """Serve the connection; the reason it ended."""
@@ -573,15 +577,25 @@ class RemoteDebugger:
         driver = self._driver()
         if driver is None:
             return  # the link is down: asked again when the target reports this stop again
+        if self._outstanding >= MAX_OUTSTANDING_REQUESTS:
+            # A KD debugger waits for each answer; this one does not (a port scanner, a
+            # confused tool): let it go before its requests pile up in front of the target.
+            self.end(
+                f"the remote debugger sent {self._outstanding + 1} requests without waiting "
+                "for the answers, which no KD debugger does"
+            )
+            return
         try:
             future = driver.call(lambda now: driver.host.relay_request(request.payload, now=now))
         except KdUsageError:
             return  # the target's stop is not reported (again) yet: asked again when it is
+        self._outstanding += 1
         future.add_done_callback(partial(self._answered, request, driver))
 
     def _answered(
         self, request: ManipulateReceived, driver: KdDriver, future: asyncio.Future[object]
     ) -> None:
+        self._outstanding -= 1
         if self._ended.done() or request is not self._pending:
             return  # the debugger went, or stopped waiting for this (a new stop came)
         error = future.exception()
