@@ -408,6 +408,34 @@ async def test_a_client_that_floods_requests_is_let_go(tmp_path: Path) -> None:
             await second.exit()
 
 
+async def test_a_prompt_goes_to_the_remote_debugger_and_is_answered_when_it_leaves(
+    tmp_path: Path,
+) -> None:
+    """A DbgPrompt while a remote debugger owns the target is that debugger's to answer. One
+    that leaves without answering does not leave the target waiting for ever: the daemon
+    answers it as it answers any prompt (the configured line), and journals the answer."""
+    async with relayed(tmp_path) as relay:
+        remote = await RemoteHost.start(relay.tcp)
+        try:
+            mark = await relay.owner_is("remote")
+            await remote.must("attach", break_in=False)
+            target = relay.sim.target
+            # The simulated kernel asks its debugger for a line (it waits for the answer).
+            target.kd.send_prompt(b"cartd test prompt: ", 32, asyncio.get_running_loop().time())
+            await asyncio.sleep(2.0)  # the remote debugger has it, and does not answer
+            assert not [e for e in relay.watch.of(relay.target) if isinstance(e, ev.Prompt)]
+        finally:
+            await remote.exit()
+        at, _ = await relay.owner_back(after=mark + 1)
+        # Answered as the daemon takes the target back (journaled just before that).
+        _, prompt = await relay.watch.wait_type(ev.Prompt, relay.target, after=mark)
+        assert (prompt.prompt, prompt.answer) == ("cartd test prompt: ", "")
+        # The target got its answer and runs on: its heartbeats come again.
+        await relay.watch.wait_type(
+            ev.DebugPrint, relay.target, after=at, where=lambda e: "heartbeat" in e.text
+        )
+
+
 def _printed(wire: bytes) -> str:
     """The text of the DbgPrint packets in a serial KD byte stream."""
     decoder = PacketDecoder()

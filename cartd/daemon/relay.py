@@ -49,9 +49,10 @@ from cartd.control.socket_file import SocketFile, SocketFileError
 from cartd.daemon.host_driver import KdDriver, KdRequestError
 from cartd.daemon.peer_identity import Peer, tcp_peer, unix_peer, user_name
 from cartd.kd import events as kd
-from cartd.kd.constants import ManipulateApi, NtStatus, PacketType
+from cartd.kd.constants import NtStatus, PacketType
 from cartd.kd.debug_io import print_string_message, push_debug_io
 from cartd.kd.errors import KdUsageError
+from cartd.kd.host import RESUMING_APIS
 from cartd.kd.host import TargetState as HostState
 from cartd.kd.manipulate import ManipulateMessage, ReadMemory, push_manipulate, reply_to
 from cartd.kd.state_change import push_state_change
@@ -82,15 +83,6 @@ MAX_OUTSTANDING_REQUESTS = 4
 CLOSE_GRACE_SECONDS = 2.0
 RETRY_LISTEN_SECONDS = 10.0
 _READ_SIZE = 65536
-# The remote debugger resumes the target with these; it gets no reply.
-_RESUMING_APIS = frozenset(
-    {
-        ManipulateApi.CONTINUE,
-        ManipulateApi.CONTINUE2,
-        ManipulateApi.REBOOT,
-        ManipulateApi.CAUSE_BUGCHECK,
-    }
-)
 
 
 class RelayTarget(Protocol):
@@ -535,7 +527,7 @@ class RemoteDebugger:
         if isinstance(event, BreakInRequested):
             self._break_in()
         elif isinstance(event, ManipulateReceived):
-            if event.message.api in _RESUMING_APIS:
+            if event.message.api in RESUMING_APIS:
                 # The target leaves the debugger on this request; so does our side of it.
                 self.endpoint.resume()
                 self._stop = None
@@ -613,7 +605,7 @@ class RemoteDebugger:
     def _request_failed(self, request: ManipulateReceived, driver: KdDriver) -> None:
         if driver.closed.is_set():
             return  # kept: asked again when the link is back and the stop reported again
-        if request.message.api in _RESUMING_APIS:
+        if request.message.api in RESUMING_APIS:
             self._pending = None
             return
         if driver.host.stop_payload is not None and driver.host.stop_payload == self._stop:

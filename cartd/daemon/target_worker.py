@@ -28,6 +28,7 @@ from cartd.daemon.relay import OWNER_DAEMON, TargetRelay
 from cartd.daemon.target_dumps import TargetDumps
 from cartd.kd import events as kd
 from cartd.kd.constants import PacketType
+from cartd.kd.debug_io import pull_debug_io
 from cartd.kd.file_io import no_such_file_reply, pull_file_io
 from cartd.kd.host import TargetState as HostState
 from cartd.kd.stops import StopReason
@@ -120,18 +121,16 @@ class TargetWorker:
             elif self.owned_remotely:
                 self.relay.forward(event)
             elif isinstance(event, kd.PromptReceived):
-                self._answer_prompt(driver, event)
+                self._answer_prompt(driver, event.prompt)
             elif isinstance(event, kd.FileIoReceived):
                 # Asked while a remote debugger owned the target, which has since left.
                 self._refuse_file(driver, event.payload)
 
-    def _answer_prompt(self, driver: KdDriver, prompt: kd.PromptReceived) -> None:
+    def _answer_prompt(self, driver: KdDriver, prompt: bytes) -> None:
         answer = self.session.policy.prompt_answer
         driver.command(lambda now: driver.host.answer_prompt(answer.encode(), now))
         self._publish(
-            ev.Prompt(
-                target=self.session.target_id, prompt=prompt.prompt.decode("latin-1"), answer=answer
-            )
+            ev.Prompt(target=self.session.target_id, prompt=prompt.decode("latin-1"), answer=answer)
         )
 
     def _refuse_file(self, driver: KdDriver, payload: bytes) -> None:
@@ -300,7 +299,8 @@ class TargetWorker:
             if packet_type == PacketType.KD_FILE_IO:
                 self._refuse_file(driver, payload)
             else:
-                self._answer_prompt_for_remote(driver)
+                # A prompt the remote debugger left: answered as the daemon answers any.
+                self._answer_prompt(driver, pull_debug_io(payload).string)
         if driver.host.state is not HostState.STOPPED:
             return
         stop = self.session.stop
@@ -316,10 +316,6 @@ class TargetWorker:
 
     async def _dump_after_remote(self, driver: KdDriver, stop: kd.StateChanged) -> None:
         await self.dumps.on_stop(driver, stop.bugcheck, self._dump_wanted(stop), _stay_stopped)
-
-    def _answer_prompt_for_remote(self, driver: KdDriver) -> None:
-        answer = self.session.policy.prompt_answer.encode()
-        driver.command(lambda now: driver.host.answer_prompt(answer, now))
 
     def resume_unreported_stop(self) -> None:
         driver = self._driver

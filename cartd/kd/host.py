@@ -101,7 +101,7 @@ from cartd.kd.manipulate import (
 from cartd.kd.state_change import StateChangeMessage, pull_state_change
 
 # Requests whose effect is that the target leaves the debugger; they have no reply.
-_RESUMING_APIS = frozenset(
+RESUMING_APIS = frozenset(
     {
         ManipulateApi.CONTINUE,
         ManipulateApi.CONTINUE2,
@@ -112,7 +112,7 @@ _RESUMING_APIS = frozenset(
 
 
 # A request answered by a new state change (from the processor asked for) instead of a reply.
-_NO_REPLY_APIS = _RESUMING_APIS | {ManipulateApi.SWITCH_PROCESSOR}
+_NO_REPLY_APIS = RESUMING_APIS | {ManipulateApi.SWITCH_PROCESSOR}
 
 # RESETs sent after a Continue until the target is heard (rule 7).
 RESUME_PROBES = 3
@@ -483,7 +483,7 @@ class KdHost:
         it, or None for requests that have no reply (Continue, Reboot, SwitchProcessor).
         Raises KdDecodeError for a payload too short to be a request."""
         message = pull_manipulate(payload)
-        resumes = message.api in _RESUMING_APIS
+        resumes = message.api in RESUMING_APIS
         plan = relay_plans.relay(message, self._tuning.max_transfer)
         return self._submit(plan, now, resumes=resumes, relay=(message, payload))
 
@@ -498,7 +498,7 @@ class KdHost:
     def request(self, message: ManipulateMessage, *, now: float) -> int:
         """Send any manipulate request as is; the result is the decoded reply (or None for
         the APIs that have no reply). ReturnStatus is not checked."""
-        resumes = message.api in _RESUMING_APIS
+        resumes = message.api in RESUMING_APIS
         return self._submit(plans.raw_request(message), now, resumes=resumes)
 
     def _requests(self) -> plans.Requests:
@@ -662,7 +662,7 @@ class KdHost:
         self._send_control(PacketType.KD_RESET)
         self._after_reset()
         operation = flight.operation
-        if flight.api in _RESUMING_APIS and operation is not None:
+        if flight.api in RESUMING_APIS and operation is not None:
             # Rule 7: a target that runs no longer reads the line; assume it runs.
             self._resumed(operation, now)
             return
@@ -685,7 +685,7 @@ class KdHost:
             return
         self._in_flight = None
         operation = flight.operation
-        if operation is not None and flight.api in _RESUMING_APIS:
+        if operation is not None and flight.api in RESUMING_APIS:
             self._resumed(operation, now)
         elif operation is not None and flight.request is not None:
             self._advance(operation, None)  # SwitchProcessor: a new stop comes instead
@@ -878,7 +878,7 @@ class KdHost:
                 self._retransmit(flight, now)
             return
         flight = self._in_flight
-        if flight is not None and flight.api in _RESUMING_APIS and flight.operation is not None:
+        if flight is not None and flight.api in RESUMING_APIS and flight.operation is not None:
             # The Continue's ACK was lost but the target ran and stopped again (rule 7): it
             # did take the Continue, so its id is used up.
             self._in_flight = None
@@ -951,7 +951,7 @@ def _answers(request: ManipulateMessage, reply: ManipulateMessage) -> bool:
     so an answer to an earlier read (the target saw that request twice across a RESET) is told
     apart from the answer to this one. That Windows echoes the address is UNCONFIRMED (ReactOS
     does); a reply whose address is 0 is therefore accepted."""
-    if request.api != reply.api or request.api in _RESUMING_APIS:
+    if request.api != reply.api or request.api in RESUMING_APIS:
         return False
     asked, answered = request.body, reply.body
     if isinstance(asked, ReadMemory) and isinstance(answered, ReadMemory):
